@@ -1,0 +1,1 @@
+"""igb_env: an MTL training run as a Gymnasium environment."""

@@ -1,0 +1,30 @@
+"""Benchmarks: the ``BENCHMARKS`` registry and ``make_benchmark``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mtl_backends.benchmarks.base import SPLITS, Benchmark, MetricSpec, SplitData, predict
+from mtl_backends.benchmarks.synthetic import Synthetic
+from mtl_backends.registry import build
+
+BENCHMARKS: dict[str, type[Benchmark]] = {
+    "synthetic": Synthetic,
+}
+
+
+def make_benchmark(name: str, **kwargs: Any) -> Benchmark:
+    """Build the benchmark registered as ``name`` with constructor arguments ``kwargs``."""
+    return build(BENCHMARKS, "benchmark", name, kwargs)
+
+
+__all__ = [
+    "BENCHMARKS",
+    "SPLITS",
+    "Benchmark",
+    "MetricSpec",
+    "SplitData",
+    "Synthetic",
+    "make_benchmark",
+    "predict",
+]

@@ -1,0 +1,66 @@
+"""Per-task gradients of the shared parameters, on the parameters' device (DESIGN §2).
+
+``jacobian`` returns ``J[T, P]``: row ``t`` is the flattened gradient of ``losses[t]`` with respect to
+``params``. ``"batched"`` computes all rows in one vectorised backward pass
+(``torch.autograd.grad(..., is_grads_batched=True)``); ``"sequential"`` loops over tasks and is kept
+as the reference. Nothing is copied through the host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+JACOBIAN_METHODS: tuple[str, ...] = ("batched", "sequential")
+
+# Measured by `igb perf` on the 2-core reference machine; see README "Performance".
+DEFAULT_JACOBIAN_METHOD = "batched"
+
+
+def _flatten(grads: Sequence[Tensor | None], params: Sequence[Tensor], lead: tuple[int, ...]) -> Tensor:
+    parts = [
+        (torch.zeros(*lead, p.numel(), dtype=p.dtype, device=p.device) if g is None else g.reshape(*lead, -1))
+        for g, p in zip(grads, params, strict=True)
+    ]
+    return torch.cat(parts, dim=-1)
+
+
+def jacobian(
+    losses: Tensor, params: Sequence[Tensor], method: str = DEFAULT_JACOBIAN_METHOD, retain_graph: bool = True
+) -> Tensor:
+    """The Jacobian ``[T, P]`` of ``losses [T]`` with respect to ``params`` (flattened, concatenated).
+
+    Args:
+        losses: Differentiable task losses ``[T]``.
+        params: Parameters to differentiate (``P`` = total number of elements).
+        method: ``"batched"`` or ``"sequential"``.
+        retain_graph: Keep the graph (the trainer still needs it for the heads).
+    """
+    if method not in JACOBIAN_METHODS:
+        raise ValueError(f"unknown jacobian method {method!r}; valid choices: {', '.join(JACOBIAN_METHODS)}")
+    n_tasks = int(losses.shape[0])
+    if method == "batched":
+        eye = torch.eye(n_tasks, dtype=losses.dtype, device=losses.device)
+        grads = torch.autograd.grad(
+            losses, list(params), grad_outputs=eye, retain_graph=retain_graph, is_grads_batched=True, allow_unused=True
+        )
+        return _flatten(grads, params, (n_tasks,))
+    rows = []
+    for t in range(n_tasks):
+        keep = retain_graph or t < n_tasks - 1
+        grads = torch.autograd.grad(losses[t], list(params), retain_graph=keep, allow_unused=True)
+        rows.append(_flatten(grads, params, ()))
+    return torch.stack(rows)
+
+
+def write_grad(params: Sequence[Tensor], direction: Tensor) -> None:
+    """Write the flat ``direction [P]`` into ``p.grad`` of each parameter (replacing it)."""
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = direction[offset : offset + n].view_as(p).clone()
+        offset += n
+    if offset != direction.numel():
+        raise ValueError(f"direction has {direction.numel()} entries, parameters have {offset}")

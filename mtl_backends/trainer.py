@@ -1,0 +1,464 @@
+"""The two-phase MTL trainer (DESIGN §2).
+
+``forward()`` draws the next batch, computes the raw task losses and feeds the gap tracker;
+``apply(weights)`` transforms the losses, asks the weighting (if no weights are given), combines
+per-task gradients through the balancer, and takes the optimizer step. ``step()`` is the two
+together. Every decision (IGBv1, an exported policy, an RL agent) is made after the current batch's
+losses are absorbed and applies to that batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mtl_backends.balancers.base import GradientBalancer
+from mtl_backends.benchmarks.base import Benchmark, predict
+from mtl_backends.config import TrainConfig
+from mtl_backends.jacobian import jacobian, write_grad
+from mtl_backends.metrics import delta_m, delta_p
+from mtl_backends.progress import FeatureSpec, GapTracker, second_epoch_window
+from mtl_backends.registry import ConfigError
+from mtl_backends.transforms import apply_transform
+from mtl_backends.weightings.base import LossWeighting, StepContext
+
+
+class DivergenceError(FloatingPointError):
+    """A task loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one training step did.
+
+    Attributes:
+        step: Index of the step (0-based).
+        losses: Raw batch losses ``[T]``.
+        weights: Weights used ``[T]``.
+        lr: Learning rate of the step.
+    """
+
+    step: int
+    losses: Tensor
+    weights: Tensor
+    lr: float
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Metrics of one split.
+
+    Attributes:
+        split: ``train``, ``val`` or ``test``.
+        step: Training steps taken when evaluated.
+        metrics: Metric name -> value.
+        losses: Per-task loss on the whole split.
+        delta_m: Δm (%) against the STL reference, if one is set.
+        delta_p: Δp (%) against the STL reference, if one is set.
+    """
+
+    split: str
+    step: int
+    metrics: dict[str, float]
+    losses: list[float]
+    delta_m: float | None = None
+    delta_p: float | None = None
+
+
+@dataclass
+class FitHistory:
+    """Per-step raw losses and weights of a ``fit`` call, and its evaluations."""
+
+    losses: list[list[float]] = field(default_factory=list)
+    weights: list[list[float]] = field(default_factory=list)
+    evals: list[EvalResult] = field(default_factory=list)
+
+
+Reference = dict[str, dict[str, float]]
+"""STL reference metrics: split -> metric name -> value."""
+
+
+def _seeds(seed: int, n: int) -> list[int]:
+    return [int(s) for s in np.random.SeedSequence(seed).generate_state(n)]
+
+
+class MTLTrainer:
+    """Trains one benchmark's model with a loss weighting and a gradient balancer.
+
+    Args:
+        benchmark: The problem (data, model, losses, metrics).
+        weighting: Loss weighting; its ``transform`` is applied to the losses.
+        balancer: Gradient balancer; ``needs_jacobian = False`` means one backward pass.
+        config: Training settings (default ``TrainConfig()``).
+        seed: Drives model initialisation, batch order, the methods' generators and the torch RNG
+            used inside steps (dropout), through independent ``SeedSequence`` streams.
+        reference: STL reference metrics for Δm/Δp in ``evaluate``.
+        features: Feature settings of the gap tracker.
+
+    Raises:
+        ConfigError: The balancer requires a transform the weighting does not declare.
+    """
+
+    def __init__(
+        self,
+        benchmark: Benchmark,
+        weighting: LossWeighting,
+        balancer: GradientBalancer,
+        config: TrainConfig | None = None,
+        seed: int = 0,
+        reference: Reference | None = None,
+        features: FeatureSpec | None = None,
+    ) -> None:
+        self.config = config or TrainConfig()
+        required = balancer.requires_transform
+        if required is not None and required != weighting.transform:
+            raise ConfigError(
+                f"transform conflict: balancer {type(balancer).__name__} requires the {required!r} "
+                f"transform but weighting {type(weighting).__name__} declares {weighting.transform!r}; "
+                f"choose a weighting on the {required!r} transform"
+            )
+        self.benchmark = benchmark
+        self.weighting = weighting
+        self.balancer = balancer
+        self.seed = seed
+        self.reference = reference
+        self.device = torch.device(self.config.device)
+        self.n_tasks = benchmark.n_tasks
+        s_init, s_data, s_weighting, s_balancer, s_torch = _seeds(seed, 5)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(s_init)
+            self.model = benchmark.build_model().to(self.device)
+            torch.manual_seed(s_torch)
+            self._rng_state = torch.get_rng_state()
+        self._data_generator = torch.Generator().manual_seed(s_data)
+        weighting.reset(self.n_tasks, torch.Generator().manual_seed(s_weighting))
+        balancer.reset(self.n_tasks, torch.Generator().manual_seed(s_balancer))
+        self._lower_bounds = benchmark.lower_bounds.to(self.device)
+        train = benchmark.split("train")
+        self._train_x = train.inputs.to(self.device)
+        self._train_y = train.targets.to(self.device)
+        self.steps_per_epoch = len(train) // self.config.batch_size
+        if self.steps_per_epoch < 1:
+            raise ConfigError(
+                f"batch_size {self.config.batch_size} is larger than the training split ({len(train)} rows)"
+            )
+        self.shared_params = self.model.shared_parameters()
+        self.task_params = self.model.task_parameters()
+        self._extra_params = list(weighting.parameters())
+        self.optimizer = self._build_optimizer()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        base_window = self.config.base_window or second_epoch_window(self.steps_per_epoch)
+        self.progress = GapTracker(
+            self.n_tasks,
+            base_window=base_window,
+            lower_bounds=benchmark.lower_bounds,
+            total_steps=self.config.steps,
+            spec=features,
+            lr0=self.config.lr,
+        )
+        self.step_count = 0
+        self._perm: Tensor | None = None
+        self._pending: Tensor | None = None
+        self._pending_raw: Tensor | None = None
+
+    # -- construction helpers -------------------------------------------------------------------
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        c = self.config
+        groups: list[dict[str, Any]] = [{"params": list(self.model.parameters())}]
+        if self._extra_params:
+            groups.append({"params": self._extra_params, "weight_decay": 0.0})
+        if c.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+        if c.optimizer == "adamw":
+            return torch.optim.AdamW(groups, lr=c.lr, weight_decay=c.weight_decay)
+        return torch.optim.Adam(groups, lr=c.lr, weight_decay=c.weight_decay)
+
+    def _lr_factor(self, step: int) -> float:
+        c = self.config
+        if c.lr_schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(step, c.steps) / c.steps))
+        if c.lr_schedule == "step":
+            return float(c.lr_gamma ** (step // c.lr_step_size))
+        return 1.0
+
+    @contextlib.contextmanager
+    def _own_rng(self) -> Iterator[None]:
+        # Steps draw from the trainer's own torch RNG stream, so an agent or user code using the
+        # global RNG between steps cannot change the run (and vice versa).
+        outer = torch.get_rng_state()
+        torch.set_rng_state(self._rng_state)
+        try:
+            yield
+        finally:
+            self._rng_state = torch.get_rng_state()
+            torch.set_rng_state(outer)
+
+    # -- properties -----------------------------------------------------------------------------
+    @property
+    def lr(self) -> float:
+        """Learning rate of the next step."""
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    @property
+    def epoch(self) -> int:
+        """Index of the epoch of the next step."""
+        return self.step_count // self.steps_per_epoch
+
+    @property
+    def done(self) -> bool:
+        """Whether the step budget is spent."""
+        return self.step_count >= self.config.steps
+
+    def context(self) -> StepContext:
+        """The state a weighting sees now (after ``forward``)."""
+        if self.progress.losses is None:
+            raise RuntimeError("no losses absorbed yet: call forward() first")
+        return StepContext(
+            losses=self.progress.losses.to(torch.float32),
+            progress=self.progress,
+            step=self.step_count,
+            epoch=self.epoch,
+            steps_per_epoch=self.steps_per_epoch,
+            lr_ratio=self.progress.lr_ratio,
+        )
+
+    # -- the two phases -------------------------------------------------------------------------
+    def _next_batch(self) -> tuple[Tensor, Tensor]:
+        n, bs = self._train_x.shape[0], self.config.batch_size
+        pos = (self.step_count % self.steps_per_epoch) * bs
+        if pos == 0 or self._perm is None:
+            self._perm = torch.randperm(n, generator=self._data_generator).to(self.device)
+        idx = self._perm[pos : pos + bs]
+        return self._train_x[idx], self._train_y[idx]
+
+    def forward(self) -> Tensor:
+        """Compute the next batch's raw losses ``[T]`` and feed them to the gap tracker.
+
+        Raises:
+            RuntimeError: Called twice without ``apply``.
+            DivergenceError: A loss is NaN or infinite (names the tasks).
+        """
+        if self._pending is not None:
+            raise RuntimeError("forward() called twice without apply() in between")
+        x, y = self._next_batch()
+        self.model.train()
+        with self._own_rng():
+            outputs = self.model(x)
+            losses = self.benchmark.losses(outputs, y)
+        raw = losses.detach()
+        finite = torch.isfinite(raw)
+        if not bool(finite.all()):
+            bad = [self.benchmark.task_names[i] for i in torch.nonzero(~finite).flatten().tolist()]
+            raise DivergenceError(f"non-finite loss at step {self.step_count} for task(s) {', '.join(bad)}")
+        self.progress.update(raw, self.step_count, self.lr)
+        self._pending, self._pending_raw = losses, raw
+        return raw.clone()
+
+    def _check_weights(self, weights: Tensor | Sequence[float] | np.ndarray) -> Tensor:
+        w = torch.as_tensor(weights, dtype=torch.float32).detach().to(self.device)
+        if w.shape != (self.n_tasks,):
+            raise ValueError(f"weights must have shape ({self.n_tasks},), got {tuple(w.shape)}")
+        if not bool(torch.isfinite(w).all()):
+            raise ValueError(f"weights must be finite, got {w.tolist()}")
+        return w
+
+    def apply(self, weights: Tensor | Sequence[float] | np.ndarray | None = None) -> StepResult:
+        """Finish the step on the batch of the last ``forward``.
+
+        Args:
+            weights: Task weights ``[T]``; ``None`` asks the weighting.
+
+        Returns:
+            The step's raw losses, the weights used and the learning rate.
+        """
+        if self._pending is None or self._pending_raw is None:
+            raise RuntimeError("apply() needs forward() first")
+        losses, raw = self._pending, self._pending_raw
+        context = self.context()
+        w = self._check_weights(self.weighting(context) if weights is None else weights)
+        lr = self.lr
+        with self._own_rng():
+            transformed = apply_transform(
+                self.weighting.transform, losses, self._lower_bounds, self.config.eps, self.benchmark.task_names
+            )
+            extra = self.weighting.extra_loss(losses)
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.balancer.needs_jacobian:
+                jac = jacobian(transformed, self.shared_params, method=self.config.jacobian)
+                direction = self.balancer(jac, w, raw)
+                scales = self.balancer.head_scales()
+                head_w = w if scales is None else w * scales.to(w)
+                head_objective = (head_w * transformed).sum()
+                if extra is not None:
+                    head_objective = head_objective + extra
+                head_objective.backward(inputs=self.task_params + self._extra_params)
+                write_grad(self.shared_params, direction)
+            else:
+                objective = (w * transformed).sum()
+                if extra is not None:
+                    objective = objective + extra
+                objective.backward()
+            if self.config.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+        self.progress.record_weights(w)
+        self.weighting.after_step(context)
+        result = StepResult(step=self.step_count, losses=raw.cpu(), weights=w.cpu(), lr=lr)
+        self.step_count += 1
+        self._pending = self._pending_raw = None
+        return result
+
+    def step(self, weights: Tensor | Sequence[float] | np.ndarray | None = None) -> StepResult:
+        """``forward()`` then ``apply(weights)``."""
+        self.forward()
+        return self.apply(weights)
+
+    # -- evaluation and loops -------------------------------------------------------------------
+    def evaluate(self, split: str = "val") -> EvalResult:
+        """Metrics on a whole split, with Δm and Δp when an STL reference is set."""
+        data = self.benchmark.split(split)
+        with self._own_rng():
+            outputs = predict(self.model, data.inputs.to(self.device), self.config.eval_batch_size)
+            targets = data.targets.to(self.device)
+            metrics = self.benchmark.metrics(outputs, targets)
+            losses = [float(v) for v in self.benchmark.losses(outputs, targets)]
+        dm = dp = None
+        if self.reference is not None and split in self.reference:
+            ref = self.reference[split]
+            names = [m.name for m in self.benchmark.metric_specs]
+            missing = [n for n in names if n not in ref]
+            if missing:
+                raise ValueError(f"STL reference for split {split!r} lacks metric(s) {', '.join(missing)}")
+            values = [metrics[n] for n in names]
+            refs = [ref[n] for n in names]
+            dm = delta_m(values, refs, self.benchmark.higher_is_better)
+            dp = delta_p(values, refs, self.benchmark.higher_is_better, self.benchmark.metric_tasks)
+        return EvalResult(split, self.step_count, metrics, losses, dm, dp)
+
+    def fit(
+        self,
+        steps: int | None = None,
+        callbacks: Sequence[Callable[[MTLTrainer, StepResult], None]] = (),
+        progress_bar: bool = False,
+        eval_every: int | None = None,
+        eval_split: str = "val",
+        record: bool = True,
+    ) -> FitHistory:
+        """Train until the budget is spent (or for ``steps`` more steps).
+
+        Args:
+            steps: Steps to take (default: the rest of ``config.steps``).
+            callbacks: Called as ``cb(trainer, result)`` after every step.
+            progress_bar: Show a tqdm progress bar.
+            eval_every: Evaluate ``eval_split`` every this many steps (and at the end).
+            eval_split: Split of the periodic evaluations.
+            record: Keep per-step losses and weights in the returned history.
+
+        Returns:
+            The recorded history.
+        """
+        from tqdm.auto import tqdm
+
+        n = self.config.steps - self.step_count if steps is None else steps
+        history = FitHistory()
+        bar = tqdm(total=n, disable=not progress_bar, desc="train", unit="step", leave=False)
+        try:
+            for _ in range(n):
+                result = self.step()
+                if record:
+                    history.losses.append(result.losses.tolist())
+                    history.weights.append(result.weights.tolist())
+                for cb in callbacks:
+                    cb(self, result)
+                if eval_every and self.step_count % eval_every == 0:
+                    history.evals.append(self.evaluate(eval_split))
+                bar.update(1)
+        finally:
+            bar.close()
+        if eval_every and (not history.evals or history.evals[-1].step != self.step_count):
+            history.evals.append(self.evaluate(eval_split))
+        return history
+
+    # -- state ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume bit for bit: model, optimizer, scheduler, data order,
+        methods' state and RNGs."""
+        if self._pending is not None:
+            raise RuntimeError("state_dict() between forward() and apply() is not resumable; call apply() first")
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step_count": self.step_count,
+            "perm": None if self._perm is None else self._perm.cpu().clone(),
+            "data_generator": self._data_generator.get_state(),
+            "rng_state": self._rng_state.clone(),
+            "progress": self.progress.state_dict(),
+            "weighting": self.weighting.state_dict(),
+            "weighting_generator": _generator_state(self.weighting),
+            "balancer": self.balancer.state_dict(),
+            "balancer_generator": _generator_state(self.balancer),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned (on a trainer built with the same arguments)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step_count = int(state["step_count"])
+        self._perm = None if state["perm"] is None else state["perm"].to(self.device)
+        self._data_generator.set_state(state["data_generator"])
+        self._rng_state = state["rng_state"].clone()
+        self.progress.load_state_dict(state["progress"])
+        self.weighting.load_state_dict(state["weighting"])
+        _set_generator_state(self.weighting, state["weighting_generator"])
+        self.balancer.load_state_dict(state["balancer"])
+        _set_generator_state(self.balancer, state["balancer_generator"])
+        self._pending = self._pending_raw = None
+
+    def save_checkpoint(self, path: str | Path) -> None:
+        """Write ``state_dict()`` atomically (a temporary file renamed over ``path``)."""
+        atomic_torch_save(self.state_dict(), path)
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Load a checkpoint written by ``save_checkpoint`` (tensors only; no code is executed)."""
+        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+
+
+def _generator_state(method: Any) -> Tensor | None:
+    gen = getattr(method, "generator", None)
+    return gen.get_state() if isinstance(gen, torch.Generator) else None
+
+
+def _set_generator_state(method: Any, state: Tensor | None) -> None:
+    gen = getattr(method, "generator", None)
+    if state is not None and isinstance(gen, torch.Generator):
+        gen.set_state(state)
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

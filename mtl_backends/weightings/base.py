@@ -1,0 +1,80 @@
+"""The loss-weighting contract (DESIGN §2)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from mtl_backends.progress import GapTracker
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a weighting sees when it decides the weights of the current batch.
+
+    Attributes:
+        losses: Raw losses of the current batch ``[T]`` (detached).
+        progress: The gap tracker, which has already absorbed ``losses``.
+        step: Index of the current training step (0-based).
+        epoch: Index of the current epoch (0-based).
+        steps_per_epoch: Training steps per epoch.
+        lr_ratio: Current learning rate / initial learning rate, in [0, 1].
+    """
+
+    losses: Tensor
+    progress: GapTracker
+    step: int
+    epoch: int
+    steps_per_epoch: int
+    lr_ratio: float
+
+    @property
+    def n_tasks(self) -> int:
+        """Number of tasks ``T``."""
+        return int(self.losses.shape[0])
+
+
+class LossWeighting(ABC):
+    """Decides per-task loss weights from the training state; costs no extra backward pass.
+
+    Subclasses implement ``__call__`` and declare ``transform`` (the loss transform the weights are
+    meant for). Stateful methods override ``reset``, ``state_dict`` and ``load_state_dict``; methods
+    with learnable parameters (UW) override ``parameters`` and ``extra_loss``; methods that look at
+    the result of a step (FAMO) override ``after_step``.
+    """
+
+    transform: ClassVar[str] = "identity"
+
+    def reset(self, n_tasks: int, generator: torch.Generator | None = None) -> None:
+        """Prepare for a new run with ``n_tasks`` tasks; random draws come from ``generator``."""
+        self.n_tasks = n_tasks
+        self.generator = generator
+
+    @abstractmethod
+    def __call__(self, context: StepContext) -> Tensor:
+        """Weights ``[T]`` (float, detached) for the current batch."""
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """Learnable parameters, optimised together with the model (default: none)."""
+        return []
+
+    def extra_loss(self, losses: Tensor) -> Tensor | None:
+        """A term added to the training objective, e.g. UW's regulariser (default: none)."""
+        return None
+
+    def after_step(self, context: StepContext) -> None:
+        """Called after the optimizer step (default: nothing)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """State needed to resume exactly (default: none)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
