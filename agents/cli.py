@@ -1,0 +1,46 @@
+"""The ``igb`` command line: one subcommand per module, heavy imports deferred to ``run``.
+
+Each command module exposes ``register(subparsers) -> None``, which adds its subparser and sets
+``func`` to a callable taking the parsed ``argparse.Namespace`` and returning an exit code. Adding a
+command is one module and one line in ``COMMAND_MODULES``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+COMMAND_MODULES: tuple[str, ...] = (
+    "agents.commands.train",
+    "agents.commands.stl",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``igb`` argument parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="igb",
+        description="Improvable Gap Balancing for multi-task learning, as a reinforcement-learning problem.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``igb`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError) as exc:
+        # Configuration and input errors are the user's to fix: print the message, not a traceback.
+        print(f"igb {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``igb`` command line (one module each)."""
