@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -92,6 +93,22 @@ class Benchmark(ABC):
     def config(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this benchmark (used for cache keys and run folders)."""
         return {}
+
+    @classmethod
+    def sample_variation(cls, rng: np.random.Generator, **fixed: Any) -> dict[str, Any]:
+        """Draw constructor arguments of one seeded problem variation (for instance sets).
+
+        Args:
+            rng: Source of all draws; the same generator state gives the same arguments.
+            **fixed: Arguments to set rather than draw (e.g. ``n_tasks``).
+
+        Returns:
+            Keyword arguments for ``cls(**kwargs)``.
+
+        Raises:
+            NotImplementedError: The benchmark has no variations.
+        """
+        raise NotImplementedError(f"benchmark {cls.__name__} defines no sample_variation")
 
     def check_split(self, name: str) -> None:
         """Raise a ``ValueError`` naming the valid splits if ``name`` is not one."""

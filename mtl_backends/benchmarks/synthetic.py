@@ -1,9 +1,13 @@
-"""GradNorm-style synthetic multi-task regression with controllable task scales."""
+"""GradNorm-style synthetic multi-task regression with a seeded sampler of problem variations.
+
+Task scales, label-noise floors, per-task label fractions and task relatedness are controllable.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -12,6 +16,9 @@ from torch import Tensor, nn
 
 from mtl_backends.benchmarks.base import SPLITS, Benchmark, MetricSpec, SplitData
 from mtl_backends.models.hps import HardParameterSharing, mlp
+
+SHARED_STD = 10.0
+"""Standard deviation of the shared generator ``B`` (GradNorm's N(0, 10), read as a std)."""
 
 
 def default_scales(n_tasks: int, low: float = 1.0, high: float = 100.0) -> tuple[float, ...]:
@@ -22,19 +29,35 @@ def default_scales(n_tasks: int, low: float = 1.0, high: float = 100.0) -> tuple
 
 
 class Synthetic(Benchmark):
-    """GradNorm's synthetic regression (Chen et al., ICML 2018, §4): tasks that share structure but
-    differ in output scale by orders of magnitude.
+    """GradNorm's synthetic regression (Chen et al., ICML 2018, §4).
 
-    Data (seeded by ``seed``): ``x ~ U(-1, 1)^d`` with each row scaled to unit norm; a shared matrix
-    ``B ~ N(0, 10²)`` and per-task ``E_t ~ N(0, task_noise_std²)``; targets
-    ``y_t = σ_t tanh(x (B + E_t)ᵀ) + noise_t · N(0, 1)``. Model: a ReLU MLP trunk and one linear head
-    per task. Loss: per-task MSE (lower bound ``L* = 0``). Metrics: per-task MSE on a split, lower is
+    Tasks share structure but differ in output scale by orders of magnitude.
+
+    Data (seeded by ``seed``): ``x ~ U(-1, 1)^d`` with each row scaled to unit norm; per task a
+    generator ``W_t = B + E_t`` with a shared part ``B`` and a task-specific part ``E_t``; targets
+    ``y_t = σ_t tanh(x W_tᵀ) + noise_t · N(0, 1)``. Model: a ReLU MLP trunk and one linear head per
+    task. Loss: per-task MSE (lower bound ``L* = 0``). Metrics: per-task MSE on a split, lower is
     better.
+
+    Relatedness. By default ``B ~ N(0, 10²)`` and ``E_t ~ N(0, task_noise_std²)`` (GradNorm's
+    recipe; the correlation of two tasks' generators is ``100 / (100 + task_noise_std²)``, 0.89 for
+    the default 3.5). With ``relatedness = r ∈ [0, 1]`` the total generator variance
+    ``v = 10² + task_noise_std²`` is kept and split as ``B ~ N(0, r·v)``, ``E_t ~ N(0, (1 - r)·v)``:
+    ``r = 1`` makes all tasks the same function up to scale, ``r = 0`` makes them independent.
+
+    Label fractions. With ``fractions``, task ``t`` sees labels for a fixed, seeded subset of
+    ``round(fractions[t] · n_train)`` training rows (at least one). The targets then carry one extra
+    channel, ``targets[:, t, -1]``, holding the label mask (1: labelled); val and test rows are all
+    labelled. The training loss of task ``t`` is the MSE averaged over the labelled rows of the
+    batch. A batch without any labelled row for a task (probability ``(1 - f)^batch_size``, e.g.
+    3·10⁻⁵ for ``f = 0.1`` and batch 100) uses its first row instead, so the loss is never 0 or NaN;
+    keep ``f · batch_size ≥ 10`` for that fallback to stay negligible.
 
     Args:
         n_tasks: Number of tasks ``T`` (2 to 10 are typical).
         scales: Output scale ``σ_t`` per task; default log-spaced 1 .. 100.
-        noise: Label-noise standard deviation per task (an irreducible loss floor); default 0.
+        noise: Label-noise standard deviation per task (an irreducible loss floor ``noise_t²``);
+            default 0.
         task_noise_std: Standard deviation of the task-specific part ``E_t`` (larger: less related).
         seed: Seed of the data (not of the model or the batch order, which the trainer seeds).
         n_train: Training rows.
@@ -43,7 +66,19 @@ class Synthetic(Benchmark):
         input_dim: Input dimension ``d``.
         output_dim: Output dimension per task.
         hidden: Trunk widths.
+        relatedness: Shared fraction of the generator variance in ``[0, 1]``; ``None`` keeps
+            GradNorm's ``B + E_t`` with ``task_noise_std``.
+        fractions: Fraction of training rows labelled per task, each in ``(0, 1]``; ``None``: all.
     """
+
+    VARIATION_RANGES: ClassVar[dict[str, tuple[float, float]]] = {
+        "scales": (1.0, 100.0),
+        "noise": (0.0, 0.2),
+        "fractions": (0.1, 1.0),
+        "relatedness": (0.2, 1.0),
+    }
+    """Ranges of ``sample_variation``: ``scales`` log-uniform; ``noise`` as a multiple of the
+    task's scale; ``fractions`` and ``relatedness`` uniform."""
 
     def __init__(
         self,
@@ -58,18 +93,29 @@ class Synthetic(Benchmark):
         input_dim: int = 250,
         output_dim: int = 100,
         hidden: Sequence[int] = (100, 100),
+        relatedness: float | None = None,
+        fractions: Sequence[float] | None = None,
     ) -> None:
         if n_tasks < 1:
             raise ValueError(f"n_tasks must be >= 1, got {n_tasks}")
-        scales_t = tuple(float(s) for s in scales) if scales is not None else default_scales(n_tasks)
+        scales_t = (
+            tuple(float(s) for s in scales) if scales is not None else default_scales(n_tasks)
+        )
         noise_t = tuple(float(s) for s in noise) if noise is not None else (0.0,) * n_tasks
-        for label, values in (("scales", scales_t), ("noise", noise_t)):
-            if len(values) != n_tasks:
+        fractions_t = None if fractions is None else tuple(float(f) for f in fractions)
+        for label, values in (("scales", scales_t), ("noise", noise_t), ("fractions", fractions_t)):
+            if values is not None and len(values) != n_tasks:
                 raise ValueError(f"{label} has {len(values)} entries but n_tasks is {n_tasks}")
         if any(s <= 0 for s in scales_t):
             raise ValueError(f"scales must be positive, got {scales_t}")
         if any(s < 0 for s in noise_t):
             raise ValueError(f"noise must be non-negative, got {noise_t}")
+        if fractions_t is not None and any(not 0.0 < f <= 1.0 for f in fractions_t):
+            raise ValueError(f"fractions must lie in (0, 1], got {fractions_t}")
+        if relatedness is not None and not 0.0 <= relatedness <= 1.0:
+            raise ValueError(f"relatedness must lie in [0, 1], got {relatedness}")
+        if task_noise_std < 0:
+            raise ValueError(f"task_noise_std must be non-negative, got {task_noise_std}")
         self.name = "synthetic"
         self.task_names = tuple(f"t{i + 1}" for i in range(n_tasks))
         self.metric_specs = tuple(
@@ -88,25 +134,46 @@ class Synthetic(Benchmark):
             "input_dim": input_dim,
             "output_dim": output_dim,
             "hidden": list(hidden),
+            "relatedness": None if relatedness is None else float(relatedness),
+            "fractions": None if fractions_t is None else list(fractions_t),
         }
         self._input_dim = input_dim
         self._output_dim = output_dim
         self._hidden = tuple(hidden)
+        self._masked = fractions_t is not None
+        if relatedness is None:
+            shared_std, specific_std = SHARED_STD, float(task_noise_std)
+        else:
+            total = SHARED_STD**2 + float(task_noise_std) ** 2
+            shared_std = math.sqrt(relatedness * total)
+            specific_std = math.sqrt((1.0 - relatedness) * total)
+        rng = np.random.default_rng(seed)
         self._splits = self._generate(
-            np.random.default_rng(seed), scales_t, noise_t, task_noise_std, (n_train, n_val, n_test)
+            rng, scales_t, noise_t, shared_std, specific_std, (n_train, n_val, n_test)
         )
+        if fractions_t is not None:
+            self._add_masks(rng, fractions_t)
+
+    @property
+    def relatedness(self) -> float:
+        """Shared fraction of the generator variance (the correlation of two tasks' generators)."""
+        r = self._kwargs["relatedness"]
+        if r is not None:
+            return float(r)
+        return SHARED_STD**2 / (SHARED_STD**2 + self._kwargs["task_noise_std"] ** 2)
 
     def _generate(
         self,
         rng: np.random.Generator,
         scales: tuple[float, ...],
         noise: tuple[float, ...],
-        task_noise_std: float,
+        shared_std: float,
+        specific_std: float,
         sizes: tuple[int, int, int],
     ) -> dict[str, SplitData]:
         d, o, n_tasks = self._input_dim, self._output_dim, len(scales)
-        shared = rng.normal(0.0, 10.0, (o, d))
-        specific = rng.normal(0.0, task_noise_std, (n_tasks, o, d))
+        shared = rng.normal(0.0, shared_std, (o, d))
+        specific = rng.normal(0.0, specific_std, (n_tasks, o, d))
         splits: dict[str, SplitData] = {}
         for split, n in zip(SPLITS, sizes, strict=True):
             x = rng.uniform(-1.0, 1.0, (n, d))
@@ -123,10 +190,34 @@ class Synthetic(Benchmark):
             )
         return splits
 
+    def _add_masks(self, rng: np.random.Generator, fractions: tuple[float, ...]) -> None:
+        # Drawn after all data, so the data of a masked instance equals the unmasked one's.
+        for split, data in self._splits.items():
+            n = len(data)
+            mask = np.ones((n, len(fractions), 1), dtype=np.float32)
+            if split == "train":
+                for t, f in enumerate(fractions):
+                    keep = max(1, round(f * n))
+                    mask[:, t, 0] = 0.0
+                    mask[rng.choice(n, size=keep, replace=False), t, 0] = 1.0
+            targets = torch.cat([data.targets, torch.from_numpy(mask)], dim=2)  # [N, T, o + 1]
+            self._splits[split] = SplitData(inputs=data.inputs, targets=targets)
+
     def split(self, name: str) -> SplitData:
-        """The in-memory data of split ``name``; targets are ``[N, T, output_dim]``."""
+        """The in-memory data of split ``name``.
+
+        Targets are ``[N, T, output_dim]``, or ``[N, T, output_dim + 1]`` with the label mask last
+        when ``fractions`` is set.
+        """
         self.check_split(name)
         return self._splits[name]
+
+    def label_mask(self, name: str = "train") -> Tensor:
+        """Label mask ``[N, T]`` of split ``name`` (all ones without ``fractions``)."""
+        data = self.split(name)
+        if not self._masked:
+            return torch.ones(len(data), self.n_tasks)
+        return data.targets[:, :, -1].clone()
 
     def build_model(self) -> HardParameterSharing:
         """ReLU trunk ``d -> hidden`` and a linear head ``hidden[-1] -> output_dim`` per task."""
@@ -135,8 +226,18 @@ class Synthetic(Benchmark):
         return HardParameterSharing(encoder, heads)
 
     def losses(self, outputs: list[Tensor], targets: Tensor) -> Tensor:
-        """Per-task MSE ``[T]``."""
-        return torch.stack([F.mse_loss(out, targets[:, t]) for t, out in enumerate(outputs)])
+        """Per-task MSE ``[T]`` (over the labelled rows when ``fractions`` is set)."""
+        if not self._masked:
+            return torch.stack([F.mse_loss(out, targets[:, t]) for t, out in enumerate(outputs)])
+        losses = []
+        for t, out in enumerate(outputs):
+            y, mask = targets[:, t, :-1], targets[:, t, -1]
+            if not bool(mask.any()):
+                mask = torch.zeros_like(mask)
+                mask[0] = 1.0
+            per_row = ((out - y) ** 2).mean(dim=1)
+            losses.append((per_row * mask).sum() / mask.sum())
+        return torch.stack(losses)
 
     def metrics(self, outputs: list[Tensor], targets: Tensor) -> dict[str, float]:
         """Per-task MSE on the given outputs."""
@@ -146,3 +247,41 @@ class Synthetic(Benchmark):
     def config(self) -> dict[str, Any]:
         """Arguments that rebuild this benchmark."""
         return dict(self._kwargs)
+
+    @classmethod
+    def sample_variation(cls, rng: np.random.Generator, **fixed: Any) -> dict[str, Any]:
+        """Draw the constructor arguments of one problem variation.
+
+        Draws, per task, a log-uniform scale ``σ_t ∈ [1, 100]``, a label-noise floor (with
+        probability 1/2, ``noise_t = σ_t · U(0, 0.2)``, else 0) and a label fraction (with
+        probability 1/2, ``U(0.1, 1)``, else 1); one ``relatedness ~ U(0.2, 1)``; and a data seed.
+        See ``VARIATION_RANGES``.
+
+        Args:
+            rng: Source of all draws (the same state gives the same variation).
+            **fixed: Arguments to set rather than draw (e.g. ``n_tasks=5``, ``n_train=2000``);
+                ``n_tasks`` defaults to 3.
+
+        Returns:
+            Keyword arguments for ``Synthetic(**kwargs)``.
+        """
+        n_tasks = int(fixed.get("n_tasks", 3))
+        lo, hi = cls.VARIATION_RANGES["scales"]
+        scales = np.exp(rng.uniform(math.log(lo), math.log(hi), n_tasks))
+        n_lo, n_hi = cls.VARIATION_RANGES["noise"]
+        noisy = rng.random(n_tasks) < 0.5
+        noise = np.where(noisy, scales * rng.uniform(n_lo, n_hi, n_tasks), 0.0)
+        f_lo, f_hi = cls.VARIATION_RANGES["fractions"]
+        partial = rng.random(n_tasks) < 0.5
+        fractions = np.where(partial, rng.uniform(f_lo, f_hi, n_tasks), 1.0)
+        r_lo, r_hi = cls.VARIATION_RANGES["relatedness"]
+        drawn: dict[str, Any] = {
+            "n_tasks": n_tasks,
+            "scales": [float(s) for s in scales],
+            "noise": [float(s) for s in noise],
+            "fractions": [float(f) for f in fractions],
+            "relatedness": float(rng.uniform(r_lo, r_hi)),
+            "seed": int(rng.integers(0, 2**31 - 1)),
+        }
+        drawn.update(fixed)
+        return drawn
