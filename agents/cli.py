@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``igb`` argument parser with every registered subcommand."""
     parser = argparse.ArgumentParser(
         prog="igb",
-        description="Improvable Gap Balancing for multi-task learning, as a reinforcement-learning problem.",
+        description="Improvable Gap Balancing for multi-task learning, as an RL problem.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:

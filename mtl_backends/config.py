@@ -46,10 +46,14 @@ class MethodSpec:
             return cls(value, {})
         if isinstance(value, Mapping):
             if "name" not in value:
-                raise ConfigError(f"{where}: a method mapping needs a 'name' key, got {dict(value)}")
+                raise ConfigError(
+                    f"{where}: a method mapping needs a 'name' key, got {dict(value)}"
+                )
             kwargs = {k: v for k, v in value.items() if k != "name"}
             return cls(str(value["name"]), kwargs)
-        raise ConfigError(f"{where}: expected a method name or a mapping with 'name', got {value!r}")
+        raise ConfigError(
+            f"{where}: expected a method name or a mapping with 'name', got {value!r}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """``{"name": ..., **kwargs}``."""
@@ -100,10 +104,13 @@ class TrainConfig:
         if self.batch_size < 1:
             raise ConfigError(f"train.batch_size must be >= 1, got {self.batch_size}")
         if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer {self.optimizer!r}; valid choices: {', '.join(OPTIMIZERS)}")
+            raise ConfigError(
+                f"unknown optimizer {self.optimizer!r}; valid choices: {', '.join(OPTIMIZERS)}"
+            )
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(
-                f"unknown lr_schedule {self.lr_schedule!r}; valid choices: {', '.join(LR_SCHEDULES)}"
+                f"unknown lr_schedule {self.lr_schedule!r}; "
+                f"valid choices: {', '.join(LR_SCHEDULES)}"
             )
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be positive, got {self.lr}")
@@ -182,7 +189,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
 
 
 def from_dict(cls: type[C], data: Any, where: str = "config") -> C:
-    """Build the dataclass ``cls`` from a mapping, rejecting unknown keys with the valid ones listed."""
+    """Build the dataclass ``cls`` from a mapping; unknown keys are errors naming valid ones."""
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
@@ -193,7 +200,8 @@ def from_dict(cls: type[C], data: Any, where: str = "config") -> C:
     unknown = [k for k in data if k not in names]
     if unknown:
         raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(names)}"
+            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
+            f"valid keys: {', '.join(names)}"
         )
     kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
     return cls(**kwargs)

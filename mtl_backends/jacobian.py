@@ -1,7 +1,7 @@
 """Per-task gradients of the shared parameters, on the parameters' device (DESIGN §2).
 
-``jacobian`` returns ``J[T, P]``: row ``t`` is the flattened gradient of ``losses[t]`` with respect to
-``params``. ``"batched"`` computes all rows in one vectorised backward pass
+``jacobian`` returns ``J[T, P]``: row ``t`` is the flattened gradient of ``losses[t]`` with respect
+to ``params``. ``"batched"`` computes all rows in one vectorised backward pass
 (``torch.autograd.grad(..., is_grads_batched=True)``); ``"sequential"`` loops over tasks and is kept
 as the reference. Nothing is copied through the host.
 """
@@ -19,18 +19,27 @@ JACOBIAN_METHODS: tuple[str, ...] = ("batched", "sequential")
 DEFAULT_JACOBIAN_METHOD = "batched"
 
 
-def _flatten(grads: Sequence[Tensor | None], params: Sequence[Tensor], lead: tuple[int, ...]) -> Tensor:
+def _flatten(
+    grads: Sequence[Tensor | None], params: Sequence[Tensor], lead: tuple[int, ...]
+) -> Tensor:
     parts = [
-        (torch.zeros(*lead, p.numel(), dtype=p.dtype, device=p.device) if g is None else g.reshape(*lead, -1))
+        (
+            torch.zeros(*lead, p.numel(), dtype=p.dtype, device=p.device)
+            if g is None
+            else g.reshape(*lead, -1)
+        )
         for g, p in zip(grads, params, strict=True)
     ]
     return torch.cat(parts, dim=-1)
 
 
 def jacobian(
-    losses: Tensor, params: Sequence[Tensor], method: str = DEFAULT_JACOBIAN_METHOD, retain_graph: bool = True
+    losses: Tensor,
+    params: Sequence[Tensor],
+    method: str = DEFAULT_JACOBIAN_METHOD,
+    retain_graph: bool = True,
 ) -> Tensor:
-    """The Jacobian ``[T, P]`` of ``losses [T]`` with respect to ``params`` (flattened, concatenated).
+    """The Jacobian ``[T, P]`` of ``losses [T]`` w.r.t. ``params`` (flattened, concatenated).
 
     Args:
         losses: Differentiable task losses ``[T]``.
@@ -39,12 +48,19 @@ def jacobian(
         retain_graph: Keep the graph (the trainer still needs it for the heads).
     """
     if method not in JACOBIAN_METHODS:
-        raise ValueError(f"unknown jacobian method {method!r}; valid choices: {', '.join(JACOBIAN_METHODS)}")
+        raise ValueError(
+            f"unknown jacobian method {method!r}; valid choices: {', '.join(JACOBIAN_METHODS)}"
+        )
     n_tasks = int(losses.shape[0])
     if method == "batched":
         eye = torch.eye(n_tasks, dtype=losses.dtype, device=losses.device)
         grads = torch.autograd.grad(
-            losses, list(params), grad_outputs=eye, retain_graph=retain_graph, is_grads_batched=True, allow_unused=True
+            losses,
+            list(params),
+            grad_outputs=eye,
+            retain_graph=retain_graph,
+            is_grads_batched=True,
+            allow_unused=True,
         )
         return _flatten(grads, params, (n_tasks,))
     rows = []

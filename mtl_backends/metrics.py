@@ -19,7 +19,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 
-def _relative(metrics: Sequence[float], reference: Sequence[float], higher_is_better: Sequence[bool]) -> np.ndarray:
+def _relative(
+    metrics: Sequence[float], reference: Sequence[float], higher_is_better: Sequence[bool]
+) -> np.ndarray:
     m = np.asarray(metrics, dtype=np.float64)
     b = np.asarray(reference, dtype=np.float64)
     s = np.asarray(higher_is_better, dtype=bool)
@@ -39,7 +41,9 @@ def _relative(metrics: Sequence[float], reference: Sequence[float], higher_is_be
     return sign * (m - b) / np.abs(b)
 
 
-def delta_m(metrics: Sequence[float], reference: Sequence[float], higher_is_better: Sequence[bool]) -> float:
+def delta_m(
+    metrics: Sequence[float], reference: Sequence[float], higher_is_better: Sequence[bool]
+) -> float:
     """Δm in percent (lower is better): the mean relative degradation over all metrics.
 
     Args:
@@ -62,7 +66,7 @@ def delta_p(
     higher_is_better: Sequence[bool],
     task_index: Sequence[int],
 ) -> float:
-    """Δp in percent (higher is better): relative improvement averaged within tasks, then over tasks.
+    """Δp in percent (higher is better): improvement averaged within tasks, then over tasks.
 
     Args:
         metrics: The method's metric values.
@@ -81,7 +85,9 @@ def delta_p(
     return float(100.0 * np.mean(per_task))
 
 
-def mean_rank(results: Mapping[str, Sequence[float]], higher_is_better: Sequence[bool]) -> dict[str, float]:
+def mean_rank(
+    results: Mapping[str, Sequence[float]], higher_is_better: Sequence[bool]
+) -> dict[str, float]:
     """Mean rank (MR) of each method over metrics; rank 1 is best, ties share the mean rank.
 
     Args:

@@ -94,7 +94,9 @@ def feature_table(spec: FeatureSpec) -> tuple[Feature, ...]:
     return tuple(rows)
 
 
-def feature_layout(spec: FeatureSpec, task_names: tuple[str, ...]) -> list[tuple[str, float, float]]:
+def feature_layout(
+    spec: FeatureSpec, task_names: tuple[str, ...]
+) -> list[tuple[str, float, float]]:
     """Flat ``(name, low, high)`` per observation entry, task-major, e.g. ``t1/log_gap``."""
     table = feature_table(spec)
     layout = [(f"{t}/{f.name}", f.low, f.high) for t in task_names for f in table if f.per_task]
@@ -167,8 +169,10 @@ class GapTracker:
         if self.base_losses is None and start <= step < end:
             self._base_sum += losses
             self._base_count += 1
-            if step == end - 1:
-                self._set_base(self._base_sum / self._base_count)
+        # The base exists from the first step after the window: the window's last step is still
+        # trained as a base step (weights 1), as in the IGB paper (L_base is set after the epoch).
+        if self.base_losses is None and step >= end and self._base_count > 0:
+            self._set_base(self._base_sum / self._base_count)
         if self.base_losses is None:
             return
         gaps = (losses - self.lower_bounds) / (self.base_losses - self.lower_bounds)
@@ -227,12 +231,16 @@ class GapTracker:
             assert self.gaps is not None
             now = self._log_gap()
             per_task[:, 0] = now.numpy()
-            per_task[:, 1] = torch.log(self.gaps.clamp_min(1e-30)).clamp(-LOG_CLIP, LOG_CLIP).numpy()
+            per_task[:, 1] = (
+                torch.log(self.gaps.clamp_min(1e-30)).clamp(-LOG_CLIP, LOG_CLIP).numpy()
+            )
             # history[-1] is the snapshot at the latest decision point; older ones precede it.
             past = self.history[:-1] if self._is_snapshot_step(self.step) else self.history
             for j in range(1, self.spec.history + 1):
                 if len(past) >= j:
-                    per_task[:, 1 + j] = (10.0 * (now - past[-j])).clamp(-LOG_CLIP, LOG_CLIP).numpy()
+                    per_task[:, 1 + j] = (
+                        (10.0 * (now - past[-j])).clamp(-LOG_CLIP, LOG_CLIP).numpy()
+                    )
         per_task[:, -1] = (self.last_weights / self.n_tasks).clamp(0.0, 1.0).numpy()
         out = np.concatenate([per_task.reshape(-1), [self.progress, self.lr_ratio]])
         return out.astype(np.float32)

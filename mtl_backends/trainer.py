@@ -124,7 +124,8 @@ class MTLTrainer:
         if required is not None and required != weighting.transform:
             raise ConfigError(
                 f"transform conflict: balancer {type(balancer).__name__} requires the {required!r} "
-                f"transform but weighting {type(weighting).__name__} declares {weighting.transform!r}; "
+                f"transform but weighting {type(weighting).__name__} declares "
+                f"{weighting.transform!r}; "
                 f"choose a weighting on the {required!r} transform"
             )
         self.benchmark = benchmark
@@ -150,7 +151,8 @@ class MTLTrainer:
         self.steps_per_epoch = len(train) // self.config.batch_size
         if self.steps_per_epoch < 1:
             raise ConfigError(
-                f"batch_size {self.config.batch_size} is larger than the training split ({len(train)} rows)"
+                f"batch_size {self.config.batch_size} is larger than the training split "
+                f"({len(train)} rows)"
             )
         self.shared_params = self.model.shared_parameters()
         self.task_params = self.model.task_parameters()
@@ -178,7 +180,9 @@ class MTLTrainer:
         if self._extra_params:
             groups.append({"params": self._extra_params, "weight_decay": 0.0})
         if c.optimizer == "sgd":
-            return torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+            return torch.optim.SGD(
+                groups, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay
+            )
         if c.optimizer == "adamw":
             return torch.optim.AdamW(groups, lr=c.lr, weight_decay=c.weight_decay)
         return torch.optim.Adam(groups, lr=c.lr, weight_decay=c.weight_decay)
@@ -259,7 +263,9 @@ class MTLTrainer:
         finite = torch.isfinite(raw)
         if not bool(finite.all()):
             bad = [self.benchmark.task_names[i] for i in torch.nonzero(~finite).flatten().tolist()]
-            raise DivergenceError(f"non-finite loss at step {self.step_count} for task(s) {', '.join(bad)}")
+            raise DivergenceError(
+                f"non-finite loss at step {self.step_count} for task(s) {', '.join(bad)}"
+            )
         self.progress.update(raw, self.step_count, self.lr)
         self._pending, self._pending_raw = losses, raw
         return raw.clone()
@@ -289,7 +295,11 @@ class MTLTrainer:
         lr = self.lr
         with self._own_rng():
             transformed = apply_transform(
-                self.weighting.transform, losses, self._lower_bounds, self.config.eps, self.benchmark.task_names
+                self.weighting.transform,
+                losses,
+                self._lower_bounds,
+                self.config.eps,
+                self.benchmark.task_names,
             )
             extra = self.weighting.extra_loss(losses)
             self.optimizer.zero_grad(set_to_none=True)
@@ -339,7 +349,9 @@ class MTLTrainer:
             names = [m.name for m in self.benchmark.metric_specs]
             missing = [n for n in names if n not in ref]
             if missing:
-                raise ValueError(f"STL reference for split {split!r} lacks metric(s) {', '.join(missing)}")
+                raise ValueError(
+                    f"STL reference for split {split!r} lacks metric(s) {', '.join(missing)}"
+                )
             values = [metrics[n] for n in names]
             refs = [ref[n] for n in names]
             dm = delta_m(values, refs, self.benchmark.higher_is_better)
@@ -392,10 +404,14 @@ class MTLTrainer:
 
     # -- state ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume bit for bit: model, optimizer, scheduler, data order,
-        methods' state and RNGs."""
+        """Everything needed to resume bit for bit.
+
+        Model, optimizer, scheduler, data order, the methods' state and every RNG.
+        """
         if self._pending is not None:
-            raise RuntimeError("state_dict() between forward() and apply() is not resumable; call apply() first")
+            raise RuntimeError(
+                "state_dict() between forward() and apply() is not resumable; call apply() first"
+            )
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),

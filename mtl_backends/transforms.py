@@ -1,9 +1,9 @@
 """Loss transforms that a weighting or balancer declares (DESIGN §2).
 
 ``identity`` leaves the raw losses alone. ``log`` maps ``L_t`` to ``log(L_t - L*_t + eps)``, where
-``L*_t`` is the benchmark's declared lower bound for task ``t`` (0 for MSE and cross-entropy, negative
-for the toy landscape). Its gradient ``∇L_t / (L_t - L*_t + eps)`` is invariant to a rescaling of
-``L_t - L*_t``, which is what makes SI, IGB and DB-MTL scale-invariant.
+``L*_t`` is the benchmark's declared lower bound for task ``t`` (0 for MSE and cross-entropy,
+negative for the toy landscape). Its gradient ``∇L_t / (L_t - L*_t + eps)`` is invariant to a
+rescaling of ``L_t - L*_t``, which is what makes SI, IGB and DB-MTL scale-invariant.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ TRANSFORMS: tuple[str, ...] = ("identity", "log")
 
 
 def check_transform(name: str) -> str:
-    """Return ``name`` if it is a known transform, else raise a ``ValueError`` naming the choices."""
+    """Return ``name`` if it is a known transform, else raise a ``ValueError`` with the choices."""
     if name not in TRANSFORMS:
         raise ValueError(f"unknown loss transform {name!r}; valid choices: {', '.join(TRANSFORMS)}")
     return name
@@ -57,6 +57,6 @@ def apply_transform(
         raise ValueError(
             f"log transform: loss of task {task!r} is {float(losses[idx].detach()):.6g}, at or "
             f"below its lower bound L*={float(lower_bounds[idx]):.6g} (or not finite); the log "
-            "transform needs L > L*. Declare a lower bound below the reachable loss in the benchmark."
+            "transform needs L > L*. Declare a lower bound below the reachable loss."
         )
     return torch.log(margin + eps)

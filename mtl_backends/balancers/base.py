@@ -34,7 +34,9 @@ class GradientBalancer(ABC):
 
     def __init__(self, weights: str = "after") -> None:
         if weights not in WEIGHT_MODES:
-            raise ValueError(f"unknown weights mode {weights!r}; valid choices: {', '.join(WEIGHT_MODES)}")
+            raise ValueError(
+                f"unknown weights mode {weights!r}; valid choices: {', '.join(WEIGHT_MODES)}"
+            )
         self.weights_mode = weights
 
     def reset(self, n_tasks: int, generator: torch.Generator | None = None) -> None:
@@ -57,7 +59,7 @@ class GradientBalancer(ABC):
 
     @abstractmethod
     def contributions(self, jacobian: Tensor, losses: Tensor) -> Tensor:
-        """Each task's contribution ``[T, P]`` to the direction, from the unweighted ``jacobian``."""
+        """Each task's contribution ``[T, P]`` to the direction, from the unweighted Jacobian."""
 
     def head_scales(self) -> Tensor | None:
         """Per-task factors ``h_t`` of the heads' gradients (``None``: all 1); read after a call."""

@@ -80,7 +80,7 @@ class Benchmark(ABC):
 
     @abstractmethod
     def build_model(self) -> HardParameterSharing:
-        """A freshly initialised model; initialisation uses the global torch RNG (the caller seeds it)."""
+        """A freshly initialised model, drawn from the global torch RNG (the caller seeds it)."""
 
     @abstractmethod
     def losses(self, outputs: list[Tensor], targets: Tensor) -> Tensor:
@@ -91,7 +91,7 @@ class Benchmark(ABC):
         """Every metric of ``metric_specs`` on a whole split's outputs."""
 
     def config(self) -> dict[str, Any]:
-        """Constructor arguments that rebuild this benchmark (used for cache keys and run folders)."""
+        """Constructor arguments that rebuild this benchmark (for cache keys and run folders)."""
         return {}
 
     @classmethod

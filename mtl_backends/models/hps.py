@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 from torch import Tensor, nn
@@ -38,7 +39,9 @@ class HardParameterSharing(nn.Module):
         return [p for p in self.heads.parameters() if p.requires_grad]
 
 
-def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.ReLU, last_activation: bool = True) -> nn.Sequential:
+def mlp(
+    sizes: Sequence[int], activation: type[nn.Module] = nn.ReLU, last_activation: bool = True
+) -> nn.Sequential:
     """A fully connected network ``sizes[0] -> ... -> sizes[-1]``.
 
     Args:
@@ -47,7 +50,7 @@ def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.ReLU, last_activa
         last_activation: Whether the last linear layer is followed by the activation too.
     """
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(a, b))
         if last_activation or i < len(sizes) - 2:
             layers.append(activation())

@@ -1,0 +1,25 @@
+"""Shared fixtures: tiny benchmarks and configs so the suite stays fast on 2 CPU cores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mtl_backends.benchmarks import Synthetic
+from mtl_backends.config import TrainConfig
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def tiny_benchmark() -> Synthetic:
+    """A 3-task synthetic problem small enough for sub-second runs."""
+    return Synthetic(
+        n_tasks=3, n_train=200, n_val=50, n_test=50, input_dim=20, output_dim=5, hidden=(16, 16)
+    )
+
+
+@pytest.fixture
+def tiny_config() -> TrainConfig:
+    """20 steps, base window at steps 4..7."""
+    return TrainConfig(steps=20, batch_size=20, base_window=(4, 8))
