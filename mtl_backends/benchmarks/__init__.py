@@ -6,10 +6,12 @@ from typing import Any
 
 from mtl_backends.benchmarks.base import SPLITS, Benchmark, MetricSpec, SplitData, predict
 from mtl_backends.benchmarks.synthetic import Synthetic
+from mtl_backends.benchmarks.toy import Toy
 from mtl_backends.registry import build
 
 BENCHMARKS: dict[str, type[Benchmark]] = {
     "synthetic": Synthetic,
+    "toy": Toy,
 }
 
 
@@ -25,6 +27,7 @@ __all__ = [
     "MetricSpec",
     "SplitData",
     "Synthetic",
+    "Toy",
     "make_benchmark",
     "predict",
 ]
