@@ -1,0 +1,211 @@
+"""Small solvers on the probability simplex, shared by the coefficient balancers.
+
+Everything here works on the ``T × T`` Gram matrix ``M = J Jᵀ`` of the per-task gradients (never on
+the ``[T, P]`` Jacobian), in float64 on the host: ``T`` is at most a few tens, so the cost is
+negligible next to the Jacobian itself, and the gradients never leave their device.
+
+Also holds ``CoefficientBalancer``, the base of the balancers whose contributions are ``c_t g_t``
+(MGDA, CAGrad, IMGrad).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.optimize import minimize
+from torch import Tensor
+
+from mtl_backends.balancers.base import GradientBalancer
+
+_TINY = 1e-12
+
+
+def gram(jacobian: Tensor) -> np.ndarray:
+    """The Gram matrix ``J Jᵀ`` ``[T, T]`` as float64 numpy (computed on the Jacobian's device)."""
+    g = jacobian.to(torch.float64)
+    return (g @ g.T).cpu().numpy()
+
+
+def normalised_gram(m: np.ndarray) -> tuple[np.ndarray, float]:
+    """``M / s`` with ``s`` the largest diagonal entry (1 if ``M`` is zero), and ``s``.
+
+    The minimisers of the simplex problems below are invariant to this rescaling; it keeps them
+    well conditioned from gradients of norm 1e-6 to 1e6.
+    """
+    scale = float(np.max(np.diag(m))) if m.size else 0.0
+    if not np.isfinite(scale) or scale <= 0.0:
+        return np.zeros_like(m), 1.0
+    return m / scale, scale
+
+
+def project_simplex(v: np.ndarray) -> np.ndarray:
+    """Euclidean projection of ``v`` onto the probability simplex (sort-based, exact)."""
+    n = v.shape[0]
+    u = np.sort(v)[::-1]
+    css = np.cumsum(u)
+    k = np.arange(1, n + 1)
+    cond = u - (css - 1.0) / k > 0
+    rho = int(np.nonzero(cond)[0][-1]) if cond.any() else 0
+    theta = (css[rho] - 1.0) / (rho + 1)
+    return np.maximum(v - theta, 0.0)
+
+
+def _min_norm_two(v11: float, v12: float, v22: float) -> float:
+    """``γ`` minimising ``‖γ v1 + (1 - γ) v2‖²`` over ``[0, 1]`` from the three dot products."""
+    denom = v11 + v22 - 2.0 * v12
+    if denom <= _TINY * max(v11, v22, _TINY):
+        return 0.5
+    return float(np.clip((v22 - v12) / denom, 0.0, 1.0))
+
+
+def min_norm_simplex(m: np.ndarray, max_iter: int = 250, tol: float = 1e-10) -> np.ndarray:
+    """Frank–Wolfe solution of ``min_{w ∈ Δ} wᵀ M w`` (Sener & Koltun, 2018).
+
+    Two tasks are solved in closed form. Otherwise the start is the best pair's closed-form
+    solution, then Frank–Wolfe steps toward the vertex with the smallest ``(M w)_t`` with exact line
+    search, until the step changes ``w`` by less than ``tol``.
+
+    Args:
+        m: Gram matrix ``[T, T]`` (symmetric positive semi-definite).
+        max_iter: Frank–Wolfe iterations.
+        tol: Stopping tolerance on the change of ``w`` (L1).
+
+    Returns:
+        Weights on the simplex ``[T]``.
+    """
+    n = m.shape[0]
+    m, _ = normalised_gram(m)
+    if n == 1:
+        return np.ones(1)
+    if n == 2:
+        gamma = _min_norm_two(m[0, 0], m[0, 1], m[1, 1])
+        return np.array([gamma, 1.0 - gamma])
+    best, w = np.inf, np.full(n, 1.0 / n)
+    for i in range(n):
+        for j in range(i + 1, n):
+            gamma = _min_norm_two(m[i, i], m[i, j], m[j, j])
+            cost = (
+                gamma**2 * m[i, i] + 2 * gamma * (1 - gamma) * m[i, j] + (1 - gamma) ** 2 * m[j, j]
+            )
+            if cost < best:
+                best = cost
+                w = np.zeros(n)
+                w[i], w[j] = gamma, 1.0 - gamma
+    for _ in range(max_iter):
+        mw = m @ w
+        t = int(np.argmin(mw))
+        v11 = float(w @ mw)
+        v12 = float(mw[t])
+        v22 = float(m[t, t])
+        gamma = _min_norm_two(v11, v12, v22)
+        new = gamma * w
+        new[t] += 1.0 - gamma
+        if np.abs(new - w).sum() < tol:
+            w = new
+            break
+        w = new
+    return w
+
+
+def minimise_on_simplex(
+    fun: Callable[[np.ndarray], float],
+    grad: Callable[[np.ndarray], np.ndarray],
+    n: int,
+    max_iter: int = 100,
+) -> tuple[np.ndarray, bool]:
+    """Minimise a smooth convex ``fun`` over the simplex with scipy's SLSQP from the uniform start.
+
+    The result is projected back onto the simplex (SLSQP may leave it by ~1e-10). If SLSQP fails or
+    returns something worse than the start, 300 steps of projected gradient descent (step
+    ``1/L`` estimated by backtracking) are used instead.
+
+    Args:
+        fun: Objective.
+        grad: Its gradient.
+        n: Dimension ``T``.
+        max_iter: SLSQP iterations.
+
+    Returns:
+        The minimiser on the simplex and whether SLSQP succeeded.
+    """
+    w0 = np.full(n, 1.0 / n)
+    if n == 1:
+        return w0, True
+    res = minimize(
+        fun,
+        w0,
+        jac=grad,
+        method="SLSQP",
+        bounds=[(0.0, 1.0)] * n,
+        constraints=(
+            {"type": "eq", "fun": lambda w: np.sum(w) - 1.0, "jac": lambda w: np.ones_like(w)},
+        ),
+        options={"maxiter": max_iter, "ftol": 1e-12},
+    )
+    w = project_simplex(np.asarray(res.x, dtype=np.float64))
+    ok = bool(res.success) and bool(np.all(np.isfinite(w))) and fun(w) <= fun(w0) + 1e-12
+    if ok:
+        return w, True
+    return _projected_gradient(fun, grad, w0), False
+
+
+def _projected_gradient(
+    fun: Callable[[np.ndarray], float], grad: Callable[[np.ndarray], np.ndarray], w: np.ndarray
+) -> np.ndarray:
+    step = 1.0
+    f = fun(w)
+    for _ in range(300):
+        g = grad(w)
+        while step > 1e-12:
+            cand = project_simplex(w - step * g)
+            fc = fun(cand)
+            if fc <= f - 1e-4 * float(g @ (w - cand)):
+                break
+            step *= 0.5
+        if step <= 1e-12 or np.abs(cand - w).sum() < 1e-12:
+            break
+        w, f = cand, fc
+        step *= 2.0
+    return w
+
+
+class CoefficientBalancer(GradientBalancer):
+    """A balancer whose task contributions are ``c_t g_t``, coefficients from the Gram matrix.
+
+    Subclasses implement ``coefficients``. After each call ``last_simplex`` holds the weights on the
+    simplex the method solved for and ``last_coefficients`` the ``c_t`` applied to the unweighted
+    gradients (both float64 ``[T]`` tensors on the host, for inspection and tests).
+
+    Scale convention: every balancer in this package returns, with unit loss weights, a direction
+    on the scale of the *sum* of the task gradients (what EW gives), i.e. the paper's direction
+    ``d`` (mean scale) times ``T``, as the CAGrad, Nash-MTL and IMGrad code bases do ("to match the
+    sum loss"). LibMTL does not multiply by ``T``; the factor is a learning-rate change of ``T``.
+
+    Args:
+        weights: ``"after"`` (default) or ``"before"``.
+    """
+
+    def __init__(self, weights: str = "after") -> None:
+        super().__init__(weights)
+        self.last_simplex: Tensor | None = None
+        self.last_coefficients: Tensor | None = None
+
+    @abstractmethod
+    def coefficients(self, m: np.ndarray, losses: Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """The simplex weights and the coefficients ``c_t`` (float64 ``[T]``) from ``M``."""
+
+    def contributions(self, jacobian: Tensor, losses: Tensor) -> Tensor:
+        """``c_t g_t`` for every task."""
+        simplex, coef = self.coefficients(gram(jacobian), losses)
+        coef = np.where(np.isfinite(coef), coef, 0.0)
+        self.last_simplex = torch.from_numpy(simplex)
+        self.last_coefficients = torch.from_numpy(coef)
+        return self.last_coefficients.to(jacobian)[:, None] * jacobian
+
+    def state_dict(self) -> dict[str, Any]:
+        """No state between steps (the last solution is for inspection only)."""
+        return {}

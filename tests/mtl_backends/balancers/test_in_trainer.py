@@ -1,0 +1,56 @@
+"""Balancers inside ``MTLTrainer``: exact resume, transform conflicts."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from mtl_backends import MTLTrainer, TrainConfig, make_balancer, make_weighting
+from mtl_backends.balancers import GRADIENT_BALANCERS
+from mtl_backends.benchmarks import Synthetic
+from mtl_backends.registry import ConfigError
+
+
+def _trainer(
+    bench: Synthetic, cfg: TrainConfig, balancer: str, weighting: str = "si"
+) -> MTLTrainer:
+    return MTLTrainer(bench, make_weighting(weighting), make_balancer(balancer), cfg, seed=3)
+
+
+def _round_trip(state: dict) -> dict:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+@pytest.mark.parametrize("name", sorted(GRADIENT_BALANCERS))
+def test_exact_resume(name: str, tiny_benchmark: Synthetic, tiny_config: TrainConfig) -> None:
+    full = _trainer(tiny_benchmark, tiny_config, name)
+    full.fit(steps=12, record=False)
+    first = _trainer(tiny_benchmark, tiny_config, name)
+    first.fit(steps=6, record=False)
+    state = _round_trip(first.state_dict())
+    resumed = _trainer(tiny_benchmark, tiny_config, name)
+    resumed.load_state_dict(state)
+    resumed.fit(steps=6, record=False)
+    for a, b in zip(full.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert full.balancer.state_dict().keys() == resumed.balancer.state_dict().keys()
+
+
+def test_db_mtl_with_identity_weighting_is_a_config_error(tiny_benchmark: Synthetic) -> None:
+    with pytest.raises(ConfigError, match=r"(?s)DBMTL.*'log'.*EW.*'identity'"):
+        _trainer(tiny_benchmark, TrainConfig(steps=2, batch_size=20), "db_mtl", weighting="ew")
+
+
+@pytest.mark.parametrize("weighting", ["si", "igbv1"])
+def test_db_mtl_runs_with_log_weightings(
+    weighting: str, tiny_benchmark: Synthetic, tiny_config: TrainConfig
+) -> None:
+    trainer = _trainer(tiny_benchmark, tiny_config, "db_mtl", weighting=weighting)
+    trainer.fit(record=False)
+    assert trainer.step_count == tiny_config.steps
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
