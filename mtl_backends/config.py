@@ -80,6 +80,9 @@ class TrainConfig:
         eval_batch_size: Chunk size of evaluation passes.
         device: Torch device, e.g. ``cpu`` or ``cuda``.
         jacobian: ``batched`` or ``sequential`` per-task gradients.
+        flat_rho: Radius ``ρ`` of the sharpness-aware flat wrapper (Phan et al.) around the
+            balancer (F-MGDA, F-CAGrad, ...; paper default 2.0); ``None``: off. ``0`` equals the
+            plain balancer.
     """
 
     steps: int = 1000
@@ -97,6 +100,7 @@ class TrainConfig:
     eval_batch_size: int = 1024
     device: str = "cpu"
     jacobian: str = "batched"
+    flat_rho: float | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -116,6 +120,8 @@ class TrainConfig:
             raise ConfigError(f"train.lr must be positive, got {self.lr}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ConfigError(f"train.grad_clip must be positive or null, got {self.grad_clip}")
+        if self.flat_rho is not None and not 0.0 <= self.flat_rho < float("inf"):
+            raise ConfigError(f"train.flat_rho must be >= 0 or null, got {self.flat_rho}")
 
 
 @dataclass(frozen=True)

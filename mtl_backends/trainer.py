@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from mtl_backends.balancers.base import GradientBalancer
+from mtl_backends.balancers.flat import FlatSharpness
 from mtl_backends.benchmarks.base import Benchmark, predict
 from mtl_backends.config import TrainConfig
 from mtl_backends.jacobian import jacobian, write_grad
@@ -144,6 +145,11 @@ class MTLTrainer:
         self._data_generator = torch.Generator().manual_seed(s_data)
         weighting.reset(self.n_tasks, torch.Generator().manual_seed(s_weighting))
         balancer.reset(self.n_tasks, torch.Generator().manual_seed(s_balancer))
+        self._flat = (
+            None
+            if self.config.flat_rho is None
+            else FlatSharpness(balancer, self.config.flat_rho, self.n_tasks, seed)
+        )
         self._lower_bounds = benchmark.lower_bounds.to(self.device)
         train = benchmark.split("train")
         self._train_x = train.inputs.to(self.device)
@@ -268,6 +274,7 @@ class MTLTrainer:
             )
         self.progress.update(raw, self.step_count, self.lr)
         self._pending, self._pending_raw = losses, raw
+        self._batch = (x, y)
         return raw.clone()
 
     def _check_weights(self, weights: Tensor | Sequence[float] | np.ndarray) -> Tensor:
@@ -303,7 +310,26 @@ class MTLTrainer:
             )
             extra = self.weighting.extra_loss(losses)
             self.optimizer.zero_grad(set_to_none=True)
-            if self.balancer.needs_jacobian:
+            if self._flat is not None:  # sharpness-aware wrapper: balancers/flat.py
+                self._flat.apply(
+                    self.model,
+                    self.shared_params,
+                    *self._batch,
+                    lambda out, y: apply_transform(
+                        self.weighting.transform,
+                        self.benchmark.losses(out, y),
+                        self._lower_bounds,
+                        self.config.eps,
+                        self.benchmark.task_names,
+                    ),
+                    transformed,
+                    w,
+                    raw,
+                    self.config.jacobian,
+                )
+                if extra is not None:
+                    extra.backward(inputs=self._extra_params)
+            elif self.balancer.needs_jacobian:
                 jac = jacobian(transformed, self.shared_params, method=self.config.jacobian)
                 direction = self.balancer(jac, w, raw)
                 scales = self.balancer.head_scales()
@@ -425,6 +451,7 @@ class MTLTrainer:
             "weighting_generator": _generator_state(self.weighting),
             "balancer": self.balancer.state_dict(),
             "balancer_generator": _generator_state(self.balancer),
+            **({} if self._flat is None else {"flat": self._flat.state_dict()}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -441,6 +468,8 @@ class MTLTrainer:
         _set_generator_state(self.weighting, state["weighting_generator"])
         self.balancer.load_state_dict(state["balancer"])
         _set_generator_state(self.balancer, state["balancer_generator"])
+        if self._flat is not None:
+            self._flat.load_state_dict(state["flat"])
         self._pending = self._pending_raw = None
 
     def save_checkpoint(self, path: str | Path) -> None:
