@@ -8,6 +8,7 @@ of everything that changes them (benchmark arguments, training config, seed, for
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -30,8 +31,12 @@ def stl_key(benchmark: MethodSpec, train: TrainConfig, seed: int) -> str:
     payload = {
         "version": STL_FORMAT_VERSION,
         "benchmark": benchmark.to_dict(),
-        # base_window and the jacobian method do not affect single-task training with `sum`.
-        "train": {k: v for k, v in to_dict(train).items() if k not in ("base_window", "jacobian")},
+        # base_window, the jacobian method and the flat wrapper do not affect STL training.
+        "train": {
+            k: v
+            for k, v in to_dict(train).items()
+            if k not in ("base_window", "jacobian", "flat_rho")
+        },
         "seed": seed,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
@@ -62,7 +67,9 @@ def train_stl(
     bench = make_benchmark(benchmark.name, **dict(benchmark.kwargs))
     reference: Reference = {split: {} for split in STL_SPLITS}
     for t in range(bench.n_tasks):
-        trainer = MTLTrainer(bench, SingleTask(t), Sum(), train, seed=seed)
+        # References are plain single-task runs, also for a flat (sharpness-aware) MTL run.
+        plain = dataclasses.replace(train, flat_rho=None)
+        trainer = MTLTrainer(bench, SingleTask(t), Sum(), plain, seed=seed)
         trainer.fit(progress_bar=progress_bar, record=False)
         for split in STL_SPLITS:
             metrics = trainer.evaluate(split).metrics

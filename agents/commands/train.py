@@ -15,6 +15,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("config", help="RunConfig YAML (see configs/train/)")
     p.add_argument("--weighting", help="override the loss weighting (registry name)")
     p.add_argument("--balancer", help="override the gradient balancer (registry name)")
+    p.add_argument(
+        "--flat",
+        nargs="?",
+        type=float,
+        const=2.0,
+        metavar="RHO",
+        help="wrap the balancer in the sharpness-aware flat wrapper (F-MGDA, F-CAGrad, ...; "
+        "Phan et al.) with radius RHO (default 2.0)",
+    )
     p.add_argument("--seed", type=int, help="override the seed")
     p.add_argument("--steps", type=int, help="override train.steps")
     p.add_argument("--out", help="run folder (default runs/train-<time>)")
@@ -33,8 +42,13 @@ def apply_overrides(config: Any, args: argparse.Namespace) -> Any:
         changes["balancer"] = MethodSpec(args.balancer)
     if args.seed is not None:
         changes["seed"] = args.seed
+    train_changes: dict[str, Any] = {}
     if args.steps is not None:
-        changes["train"] = dataclasses.replace(config.train, steps=args.steps)
+        train_changes["steps"] = args.steps
+    if getattr(args, "flat", None) is not None:
+        train_changes["flat_rho"] = args.flat
+    if train_changes:
+        changes["train"] = dataclasses.replace(config.train, **train_changes)
     if getattr(args, "no_stl", False):
         changes["stl_cache"] = None
     return dataclasses.replace(config, **changes)
@@ -51,6 +65,7 @@ def main(args: argparse.Namespace) -> int:
     print(
         f"benchmark={config.benchmark.name} weighting={config.weighting.name} "
         f"balancer={config.balancer.name} seed={config.seed} steps={config.train.steps}"
+        + ("" if config.train.flat_rho is None else f" flat_rho={config.train.flat_rho}")
     )
     for name, value in result.test.metrics.items():
         print(f"  test {name:>16s} = {value:.6g}")

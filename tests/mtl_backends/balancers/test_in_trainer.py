@@ -54,3 +54,33 @@ def test_db_mtl_runs_with_log_weightings(
     trainer.fit(record=False)
     assert trainer.step_count == tiny_config.steps
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def _weighting_names() -> list[str]:
+    from mtl_backends.weightings import LOSS_WEIGHTINGS
+
+    names = []
+    for name in sorted(LOSS_WEIGHTINGS):
+        try:  # weightings that need arguments (e.g. a policy file) are covered elsewhere
+            make_weighting(name)
+        except (TypeError, ValueError):
+            continue
+        names.append(name)
+    return names
+
+
+@pytest.mark.parametrize("weighting", _weighting_names())
+@pytest.mark.parametrize("balancer", sorted(GRADIENT_BALANCERS))
+@pytest.mark.parametrize("flat", [None, 2.0])
+def test_every_pair_trains_or_names_the_conflict(
+    weighting: str, balancer: str, flat: float | None, tiny_benchmark: Synthetic
+) -> None:
+    cfg = TrainConfig(steps=3, batch_size=20, base_window=(0, 1), flat_rho=flat)
+    w, b = make_weighting(weighting), make_balancer(balancer)
+    if b.requires_transform is not None and b.requires_transform != w.transform:
+        with pytest.raises(ConfigError, match=type(b).__name__):
+            MTLTrainer(tiny_benchmark, w, b, cfg, seed=0)
+        return
+    trainer = MTLTrainer(tiny_benchmark, w, b, cfg, seed=0)
+    trainer.fit(record=False)
+    assert all(bool(torch.isfinite(p).all()) for p in trainer.model.parameters())
