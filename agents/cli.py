@@ -15,6 +15,7 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "agents.commands.train",
     "agents.commands.stl",
+    "agents.commands.perf",
 )
 
 
