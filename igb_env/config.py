@@ -1,0 +1,168 @@
+"""The environment's typed, frozen configuration (``EnvConfig``) and its named presets.
+
+An ``EnvConfig`` is built from a plain mapping (or a YAML file) through
+``mtl_backends.config.from_dict``, so unknown keys are errors that list the valid ones. A mapping
+may name a ``preset`` (see ``PRESETS``) whose values its other keys override; nested sections
+(``train``) are merged key by key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mtl_backends.action_map import ACTION_MAPS
+from mtl_backends.config import MethodSpec, TrainConfig, from_dict, load_yaml, to_dict
+from mtl_backends.progress import FeatureSpec
+from mtl_backends.registry import ConfigError
+
+
+def _default_train() -> TrainConfig:
+    return TrainConfig(steps=1000, base_window=(50, 100), batch_size=100, lr=1e-3)
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Everything that defines the MDP of ``IGBEnv``.
+
+    The defaults are the prototype's training setting (``research/prototype.md``): 1000-step
+    episodes including a 100-step base window, K = 25 steps per action, residual actions with
+    τ = 1 and the validation reward scaled by 10.
+
+    Attributes:
+        benchmark: Benchmark name and arguments. When the benchmark takes a ``seed`` and the
+            arguments do not fix one, the instance seed becomes its data seed.
+        balancer: Gradient balancer the weights are applied with (after it, DESIGN §2).
+        train: Training settings of each episode's MTL run; ``train.steps`` is the budget and
+            ``train.base_window`` the base-loss window (``None``: the second epoch).
+        steps_per_action: ``K``, trainer steps per env step (the action is held for K steps).
+        action_mode: ``absolute`` or ``residual`` (``mtl_backends.action_map``).
+        tau: Action temperature ``τ``.
+        reward: Reward name and arguments (``igb_env.rewards.REWARDS``).
+        reward_scale: Multiplies the reward (the ``α`` of IGBv2's reward).
+        history: Number of past log-gap snapshots in the observation.
+        ema: EMA coefficient of the smoothed gap in the observation.
+        divergence_penalty: Reward of the step in which training diverges (non-finite loss).
+        val_batch_size: Rows of the benchmark's ``val`` split in the fixed held-in validation batch
+            of validation rewards (the first rows of the split).
+        instances: ``[low, high)`` range of training instance seeds drawn at ``reset`` from the
+            env's ``np_random``; ``reset(options={"instance": seed})`` picks one explicitly
+            (held-out evaluation seeds, baselines).
+    """
+
+    benchmark: MethodSpec = field(default_factory=lambda: MethodSpec("synthetic"))
+    balancer: MethodSpec = field(default_factory=lambda: MethodSpec("sum"))
+    train: TrainConfig = field(default_factory=_default_train)
+    steps_per_action: int = 25
+    action_mode: str = "residual"
+    tau: float = 1.0
+    reward: MethodSpec = field(default_factory=lambda: MethodSpec("val_log_improvement"))
+    reward_scale: float = 10.0
+    history: int = 3
+    ema: float = 0.9
+    divergence_penalty: float = -10.0
+    val_batch_size: int = 1000
+    instances: tuple[int, int] = (0, 1_000_000)
+
+    def __post_init__(self) -> None:
+        if self.steps_per_action < 1:
+            raise ConfigError(f"steps_per_action must be >= 1, got {self.steps_per_action}")
+        if self.action_mode not in ACTION_MAPS:
+            raise ConfigError(
+                f"unknown action_mode {self.action_mode!r}; "
+                f"valid choices: {', '.join(sorted(ACTION_MAPS))}"
+            )
+        if not self.tau > 0:
+            raise ConfigError(f"tau must be positive, got {self.tau}")
+        if self.val_batch_size < 1:
+            raise ConfigError(f"val_batch_size must be >= 1, got {self.val_batch_size}")
+        low, high = self.instances
+        if not 0 <= low < high:
+            raise ConfigError(
+                f"instances must be a range [low, high) with 0 <= low < high, got {self.instances}"
+            )
+        bw = self.train.base_window
+        if bw is not None and bw[1] >= self.train.steps:
+            raise ConfigError(
+                f"train.base_window {list(bw)} leaves no steps to decide: it must end before "
+                f"train.steps ({self.train.steps})"
+            )
+        from igb_env.rewards import REWARDS
+
+        if self.reward.name not in REWARDS:
+            raise ConfigError(
+                f"unknown reward {self.reward.name!r}; valid choices: {', '.join(sorted(REWARDS))}"
+            )
+        try:
+            self.feature_spec  # noqa: B018 - validates history and ema
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+
+    @property
+    def feature_spec(self) -> FeatureSpec:
+        """The gap tracker's feature settings: snapshots every ``K`` steps (the decision points)."""
+        return FeatureSpec(history=self.history, stride=self.steps_per_action, ema=self.ema)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain (YAML/JSON-friendly) form that ``load_env_config`` turns back into it."""
+        out: dict[str, Any] = to_dict(self)
+        return out
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The prototype's training setting (the EnvConfig defaults).
+    "default": {},
+    # Seconds-scale episodes for tests, checkers and smoke runs: 120 steps, 10-step base window,
+    # K = 5 (20 env steps), a smaller synthetic instance.
+    "tiny": {
+        "benchmark": {"name": "synthetic", "n_train": 1000, "n_val": 200, "n_test": 200},
+        "train": {"steps": 120, "base_window": [10, 20], "batch_size": 50},
+        "steps_per_action": 5,
+        "val_batch_size": 200,
+    },
+}
+
+
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if key == "train" and isinstance(out.get(key), Mapping) and isinstance(value, Mapping):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+def load_env_config(config: EnvConfig | Mapping[str, Any] | str | Path | None = None) -> EnvConfig:
+    """Build an ``EnvConfig`` from a config, a mapping, a YAML path or ``None`` (the defaults).
+
+    A mapping may hold ``preset: NAME`` (a key of ``PRESETS``); its other keys override the preset.
+
+    Raises:
+        ConfigError: Unknown keys or presets, or invalid values.
+    """
+    if isinstance(config, EnvConfig):
+        return config
+    where = "env config"
+    if isinstance(config, str | Path):
+        where = str(config)
+        config = load_yaml(config)
+    if config is not None and not isinstance(config, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of env settings, got {config!r}")
+    data: dict[str, Any] = dict(config or {})
+    preset = data.pop("preset", None)
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(
+                f"{where}: unknown preset {preset!r}; valid choices: {', '.join(sorted(PRESETS))}"
+            )
+        data = _merge(PRESETS[preset], data)
+    if isinstance(data.get("train"), Mapping):
+        # Missing train keys fall back to the env's training defaults, not TrainConfig's.
+        data["train"] = {**to_dict(_default_train()), **data["train"]}
+    return from_dict(EnvConfig, data, where)
+
+
+__all__ = ["PRESETS", "EnvConfig", "load_env_config"]

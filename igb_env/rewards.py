@@ -1,0 +1,145 @@
+"""Named reward functions of ``IGBEnv`` (the ``REWARDS`` registry).
+
+Each reward is a pure function of a ``RewardInput`` (what one env step changed), a scale and its
+own keyword arguments, and returns a finite Python ``float``. An env step covers ``K`` trainer
+steps; "window" losses are the mean raw training losses of the batches of those steps, the first
+window's predecessor being the base losses ``L_base``.
+
+* ``min_gap_decrease`` (IGBv2, Dai et al.): ``α · min_t (L̄_prev,t − L̄_now,t) / (L_base,t − L*_t)``,
+  optionally multiplied by ``min(lr_0 / lr, lr_scale_cap)`` (IGBv2's LR factor, capped).
+* ``mean_log_gap_decrease``: ``α · mean_t [log(L̄_prev,t − L*_t) − log(L̄_now,t − L*_t)]``, the
+  decrease of the log gap of the window-mean training loss.
+* ``val_log_improvement``: ``α · mean_t [log(V_prev,t − L*_t) − log(V_now,t − L*_t)]`` on a fixed
+  held-in validation batch, ``V_prev`` measured at the previous env step (or at the end of the base
+  window). Over an episode it telescopes to ``α · mean_t log(V_base,t / V_end,t)``. It worked best
+  in the prototype (``research/prototype.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+TINY = 1e-30
+
+
+@dataclass(frozen=True)
+class RewardInput:
+    """What one env step changed (float64 arrays ``[T]``).
+
+    Attributes:
+        losses_prev: Mean raw training loss of the previous window (``L_base`` for the first step).
+        losses_now: Mean raw training loss of this step's window.
+        base_losses: Base losses ``L_base``.
+        lower_bounds: Declared loss lower bounds ``L*``.
+        lr_ratio: Learning rate / initial learning rate after the step, in [0, 1].
+        val_prev: Validation losses at the previous env step (``None`` unless the reward needs
+            them).
+        val_now: Validation losses now (``None`` unless the reward needs them).
+    """
+
+    losses_prev: np.ndarray
+    losses_now: np.ndarray
+    base_losses: np.ndarray
+    lower_bounds: np.ndarray
+    lr_ratio: float
+    val_prev: np.ndarray | None = None
+    val_now: np.ndarray | None = None
+
+
+RewardFn = Callable[..., float]
+
+
+@dataclass(frozen=True)
+class Reward:
+    """A registered reward.
+
+    Attributes:
+        name: Registry name.
+        fn: ``fn(inputs, scale, **kwargs) -> float``.
+        needs_validation: Whether ``inputs.val_prev``/``val_now`` must be filled (a validation pass
+            per env step, needed only in training).
+    """
+
+    name: str
+    fn: RewardFn
+    needs_validation: bool
+
+    def __call__(self, inputs: RewardInput, scale: float = 1.0, **kwargs: Any) -> float:
+        """The reward as a Python float (``nan``/``inf`` mean the step diverged)."""
+        return float(self.fn(inputs, scale, **kwargs))
+
+
+def _log_gap(losses: np.ndarray, lower_bounds: np.ndarray) -> np.ndarray:
+    return np.log(np.maximum(losses - lower_bounds, TINY))
+
+
+def min_gap_decrease(
+    inputs: RewardInput, scale: float, lr_scale: bool = False, lr_scale_cap: float = 10.0
+) -> float:
+    """IGBv2's reward: the worst task's base-normalised decrease of the window-mean loss.
+
+    Args:
+        inputs: The step's losses.
+        scale: ``α``.
+        lr_scale: Multiply by ``lr_0 / lr`` (IGBv2's compensation of smaller late declines).
+        lr_scale_cap: Cap of that factor (it would be infinite when the LR decays to 0).
+    """
+    denom = np.maximum(inputs.base_losses - inputs.lower_bounds, TINY)
+    value = float(np.min((inputs.losses_prev - inputs.losses_now) / denom))
+    factor = 1.0
+    if lr_scale:
+        factor = lr_scale_cap if inputs.lr_ratio <= 0 else min(1.0 / inputs.lr_ratio, lr_scale_cap)
+    return scale * factor * value
+
+
+def mean_log_gap_decrease(inputs: RewardInput, scale: float) -> float:
+    """Mean over tasks of the decrease of the log gap of the window-mean training loss."""
+    prev = _log_gap(inputs.losses_prev, inputs.lower_bounds)
+    now = _log_gap(inputs.losses_now, inputs.lower_bounds)
+    return scale * float(np.mean(prev - now))
+
+
+def val_log_improvement(inputs: RewardInput, scale: float) -> float:
+    """Mean over tasks of the decrease of the log validation loss since the previous env step."""
+    if inputs.val_prev is None or inputs.val_now is None:
+        raise ValueError("val_log_improvement needs validation losses (val_prev and val_now)")
+    prev = _log_gap(inputs.val_prev, inputs.lower_bounds)
+    now = _log_gap(inputs.val_now, inputs.lower_bounds)
+    return scale * float(np.mean(prev - now))
+
+
+REWARDS: dict[str, Reward] = {
+    "min_gap_decrease": Reward("min_gap_decrease", min_gap_decrease, needs_validation=False),
+    "mean_log_gap_decrease": Reward(
+        "mean_log_gap_decrease", mean_log_gap_decrease, needs_validation=False
+    ),
+    "val_log_improvement": Reward(
+        "val_log_improvement", val_log_improvement, needs_validation=True
+    ),
+}
+
+
+def get_reward(name: str) -> Reward:
+    """The reward registered as ``name``.
+
+    Raises:
+        ValueError: Unknown name (the valid ones are listed).
+    """
+    if name not in REWARDS:
+        raise ValueError(f"unknown reward {name!r}; valid choices: {', '.join(sorted(REWARDS))}")
+    return REWARDS[name]
+
+
+__all__ = [
+    "REWARDS",
+    "Reward",
+    "RewardInput",
+    "get_reward",
+    "mean_log_gap_decrease",
+    "min_gap_decrease",
+    "val_log_improvement",
+]

@@ -1,0 +1,255 @@
+"""IGBEnv: the Gymnasium and SB3 checkers, determinism, bad actions, divergence, baselines."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import igb_env
+from igb_env import IGBEnv, make_env, rollout_baseline
+from igb_env.config import load_env_config
+from mtl_backends.registry import ConfigError
+
+# 60 steps, 10-step base window, K = 10: 5 env steps per episode.
+SMALL = {
+    "preset": "tiny",
+    "benchmark": {"name": "synthetic", "n_train": 400, "n_val": 100, "n_test": 100, "seed": 3},
+    "train": {"steps": 60, "base_window": [5, 10], "batch_size": 40},
+    "steps_per_action": 10,
+    "val_batch_size": 100,
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run_episode(env: IGBEnv, actions, **reset_kwargs):
+    obs, info = env.reset(**reset_kwargs)
+    trace: list[Any] = [(obs, info)]
+    terminated = truncated = False
+    i = 0
+    while not (terminated or truncated):
+        obs, reward, terminated, truncated, info = env.step(actions(i, obs))
+        trace.append((obs, reward, terminated, truncated, info))
+        i += 1
+    return trace
+
+
+def test_gymnasium_check_env():
+    from gymnasium.utils.env_checker import check_env
+
+    check_env(gym.make("igb_env/IGB-v0", config=SMALL).unwrapped)
+
+
+def test_sb3_check_env():
+    from stable_baselines3.common.env_checker import check_env
+
+    check_env(make_env(SMALL), warn=True)
+
+
+def test_spaces_and_types():
+    env = make_env(SMALL)
+    assert env.action_space == gym.spaces.Box(-1, 1, (3,), np.float32)
+    assert env.observation_space.dtype == np.float32
+    box = env.observation_space
+    assert isinstance(box, gym.spaces.Box)
+    assert np.isfinite(box.low).all() and np.isfinite(box.high).all()
+    assert env.observation_space.shape == (len(env.observation_names),)
+    assert env.observation_names[0] == "t1/log_gap" and env.observation_names[-1] == "lr_ratio"
+    trace = run_episode(env, lambda i, o: env.action_space.sample(), seed=0)
+    assert len(trace) - 1 == env.episode_length == 5
+    for obs, reward, terminated, truncated, info in trace[1:]:
+        assert obs.dtype == np.float32 and env.observation_space.contains(obs)
+        assert type(reward) is float and np.isfinite(reward)
+        assert type(terminated) is bool and truncated is False
+        assert set(info) == set(trace[0][1])
+        assert np.isclose(info["weights"].sum(), 3.0)
+    assert trace[-1][2] is True
+    assert trace[-1][4]["train_step"] == 60
+
+
+def test_same_seed_same_episode_and_global_rng_independent():
+    env = make_env(SMALL)
+    rng = np.random.default_rng(0)
+    actions = [rng.uniform(-1, 1, 3).astype(np.float32) for _ in range(5)]
+
+    def act(i, obs):
+        torch.rand(100)  # an agent using the global torch RNG must not change the run
+        return actions[i]
+
+    first = run_episode(env, act, seed=7)
+    second = run_episode(make_env(SMALL), lambda i, o: actions[i], seed=7)
+    assert first[0][1]["instance"] == second[0][1]["instance"]
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a[0], b[0])
+        assert a[1:-1] == b[1:-1]  # reward, terminated, truncated (empty after reset)
+        for key in a[-1]:
+            np.testing.assert_array_equal(a[-1][key], b[-1][key])
+    other = run_episode(make_env(SMALL), lambda i, o: actions[i], seed=8)
+    assert other[0][1]["instance"] != first[0][1]["instance"]
+
+
+def test_options_instance_and_rewards_telescope():
+    env = make_env(SMALL)
+    _obs, info = env.reset(options={"instance": 1234})
+    assert info["instance"] == 1234 and env.instance == 1234
+    v0 = info["val_losses"]
+    total = 0.0
+    terminated = False
+    while not terminated:
+        _, reward, terminated, _, info = env.step(np.zeros(3, np.float32))
+        total += reward
+    expected = 10.0 * np.mean(np.log(v0) - np.log(info["val_losses"]))
+    assert total == pytest.approx(expected, rel=1e-9, abs=1e-9)
+    with pytest.raises(ValueError, match="unknown reset option"):
+        env.reset(options={"instanc": 3})
+
+
+@pytest.mark.parametrize(
+    "bad", [np.array([0.0, np.nan, 0.0]), np.zeros(2), np.zeros((1, 3)), [0, 0, np.inf]]
+)
+def test_bad_actions_rejected_env_unchanged(bad):
+    env = make_env(SMALL)
+    env.reset(seed=1)
+    assert env.episode is not None and env.episode.progress.gaps is not None
+    trainer = env.episode.trainer
+    before = copy.deepcopy(trainer.model.state_dict())
+    step_before, gaps_before = trainer.step_count, env.episode.progress.gaps.clone()
+    with pytest.raises(ValueError, match="action"):
+        env.step(bad)
+    assert trainer.step_count == step_before
+    assert torch.equal(env.episode.progress.gaps, gaps_before)
+    for key, value in trainer.model.state_dict().items():
+        assert torch.equal(value, before[key])
+    # the env still works and matches a fresh env that never saw the bad action
+    obs, reward, *_ = env.step(np.zeros(3, np.float32))
+    fresh = make_env(SMALL)
+    fresh.reset(seed=1)
+    obs2, reward2, *_ = fresh.step(np.zeros(3, np.float32))
+    np.testing.assert_array_equal(obs, obs2)
+    assert reward == reward2
+
+
+def test_actions_outside_box_are_clipped():
+    env = make_env(SMALL)
+    env.reset(seed=2)
+    _, r1, *_, i1 = env.step(np.array([5.0, -5.0, 0.0]))
+    env.reset(seed=2)
+    _, r2, *_, i2 = env.step(np.array([1.0, -1.0, 0.0]))
+    assert r1 == r2
+    np.testing.assert_array_equal(i1["weights"], i2["weights"])
+
+
+def test_divergence_terminates_with_penalty():
+    # The LR jumps by 1e12 after the base window: the next steps diverge.
+    cfg = {
+        **SMALL,
+        "train": {
+            "steps": 60,
+            "base_window": [5, 10],
+            "batch_size": 40,
+            "optimizer": "sgd",
+            "lr_schedule": "step",
+            "lr_step_size": 10,
+            "lr_gamma": 1e12,
+        },
+        "divergence_penalty": -7.0,
+    }
+    env = make_env(cfg)
+    env.reset(seed=0)
+    terminated, reward, info, obs = False, 0.0, dict[str, Any](), None
+    steps = 0
+    while not terminated:
+        obs, reward, terminated, _truncated, info = env.step(np.zeros(3, np.float32))
+        steps += 1
+    assert info["diverged"] is True and reward == -7.0 and steps < env.episode_length
+    assert type(reward) is float and env.observation_space.contains(obs)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(np.zeros(3, np.float32))
+    env.reset(seed=0)  # usable again
+
+
+def test_residual_zero_action_equals_igbv1_baseline():
+    env = make_env(SMALL)
+    trace = run_episode(env, lambda i, o: np.zeros(3, np.float32), options={"instance": 42})
+    rewards = [t[1] for t in trace[1:]]
+    weights = [t[4]["weights"].tolist() for t in trace[1:]]
+    igb = rollout_baseline(SMALL, "igbv1", 42)
+    assert igb.rewards == rewards and igb.weights == weights
+    ew = env.rollout_baseline("ew", 42)
+    assert len(ew.rewards) == len(rewards) and ew.total_reward != igb.total_reward
+    assert ew.weights[0] == [1.0, 1.0, 1.0]
+
+
+def test_other_rewards_and_absolute_mode():
+    for reward in (
+        "min_gap_decrease",
+        "mean_log_gap_decrease",
+        {"name": "min_gap_decrease", "lr_scale": True},
+    ):
+        env = make_env({**SMALL, "reward": reward, "action_mode": "absolute"})
+        trace = run_episode(env, lambda i, o: np.ones(3, np.float32), seed=0)
+        assert all(type(t[1]) is float and np.isfinite(t[1]) for t in trace[1:])
+        assert "val_losses" not in trace[0][1]
+        # absolute with a = 1 everywhere is unit weights
+        np.testing.assert_allclose(trace[1][4]["weights"], 1.0, rtol=1e-6)
+
+
+def test_config_errors_and_presets():
+    with pytest.raises(ConfigError, match="valid keys"):
+        make_env({"steps_per_actoin": 3})
+    with pytest.raises(ConfigError, match="unknown preset"):
+        make_env({"preset": "huge"})
+    with pytest.raises(ConfigError, match="unknown reward"):
+        make_env({"reward": "nope"})
+    with pytest.raises(ConfigError, match="action_mode"):
+        make_env({"action_mode": "nope"})
+    default = load_env_config({})
+    assert default.train.steps == 1000 and default.train.base_window == (50, 100)
+    assert (
+        default.steps_per_action == 25 and default.action_mode == "residual" and default.tau == 1.0
+    )
+    assert default.reward.name == "val_log_improvement" and default.reward_scale == 10.0
+    assert load_env_config(default.to_dict()) == default
+    tiny = load_env_config({"preset": "tiny", "train": {"steps": 200}})
+    assert tiny.train.steps == 200 and tiny.train.base_window == (10, 20)
+
+
+def test_make_env_picklable_and_registered():
+    assert pickle.loads(pickle.dumps(make_env)) is make_env
+    env = gym.make("igb_env/IGB-v0", config=SMALL, steps_per_action=5)
+    assert isinstance(env.unwrapped, IGBEnv) and env.unwrapped.config.steps_per_action == 5
+    assert isinstance(make_env({}), IGBEnv)
+
+
+def test_docstring_table_generated_from_feature_table():
+    from mtl_backends.progress import feature_table
+
+    doc = IGBEnv.__doc__ or ""
+    for section in (
+        "Description",
+        "Action Space",
+        "Observation Space",
+        "Rewards",
+        "Starting State",
+        "Episode End",
+        "Arguments",
+        "Version History",
+    ):
+        assert f"## {section}" in doc
+    for feature in feature_table(load_env_config({}).feature_spec):
+        assert f"`{feature.name}`" in doc and feature.description in doc
+    assert (
+        igb_env.observation_table(load_env_config({}).feature_spec).splitlines()[2].strip() in doc
+    )
