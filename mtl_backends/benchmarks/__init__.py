@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from mtl_backends.benchmarks.base import SPLITS, Benchmark, MetricSpec, SplitData, predict
+from mtl_backends.benchmarks.multi_digits import MultiDigits
 from mtl_backends.benchmarks.synthetic import Synthetic
 from mtl_backends.benchmarks.toy import Toy
 from mtl_backends.registry import build
 
 BENCHMARKS: dict[str, type[Benchmark]] = {
+    "multi_digits": MultiDigits,
     "synthetic": Synthetic,
     "toy": Toy,
 }
@@ -25,6 +27,7 @@ __all__ = [
     "SPLITS",
     "Benchmark",
     "MetricSpec",
+    "MultiDigits",
     "SplitData",
     "Synthetic",
     "Toy",
