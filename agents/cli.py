@@ -16,6 +16,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agents.commands.train",
     "agents.commands.stl",
     "agents.commands.perf",
+    "agents.commands.train_agent",
 )
 
 

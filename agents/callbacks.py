@@ -1,0 +1,205 @@
+"""SB3 callbacks of agent training: per-task TensorBoard scalars, budgets, checkpoints, progress.
+
+Each callback does one thing and is composed in ``agents/train.py`` with ``CallbackList``:
+
+* ``TaskMetricsCallback``: per-task weights and gaps and the reward (``mtl/t1_weight``,
+  ``mtl/t1_gap``, ``mtl/reward``), averaged over the steps between two log dumps, plus constant
+  reference lines (``reference/ew_return``, ``reference/igbv1_return``) beside SB3's
+  ``rollout/ep_rew_mean``.
+* ``BudgetCallback``: stops training at a wall-clock budget; the timestep cap is ``learn``'s
+  ``total_timesteps``. Wall-clock stopping makes a run machine-dependent, so the timesteps actually
+  done are recorded in the run folder.
+* ``CheckpointCallback``: writes ``checkpoint.zip`` atomically every so many timesteps.
+* ``TqdmCallback``: a progress bar over timesteps, with the episode count and mean return.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+
+
+def save_model_atomic(model: BaseAlgorithm, path: str | Path) -> Path:
+    """``model.save`` to a temporary file in the same folder, then rename it over ``path``.
+
+    A crash while saving never leaves a truncated ``model.zip`` behind.
+
+    Args:
+        model: The SB3 model.
+        path: Destination (``.zip`` is the SB3 convention).
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            model.save(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+class TaskMetricsCallback(BaseCallback):
+    """Log per-task weights and gaps and the step reward to SB3's logger (TensorBoard).
+
+    Reads the info dict every sub-env returns (``info[weights_key]`` and ``info[gaps_key]``, one
+    value per task) and records ``mtl/<task>_weight``, ``mtl/<task>_gap`` and ``mtl/reward`` as
+    means over the steps since the last dump. Reference returns, when given, are recorded as
+    ``reference/<name>_return`` at every dump, so TensorBoard draws them as flat lines beside the
+    agent's ``rollout/ep_rew_mean``.
+
+    Args:
+        task_names: Task names, in the env's task order.
+        references: Baseline name -> mean episode return on the reference instances.
+        weights_key: Info key of the applied weights.
+        gaps_key: Info key of the improvable gaps.
+    """
+
+    def __init__(
+        self,
+        task_names: Sequence[str],
+        references: Mapping[str, float] | None = None,
+        weights_key: str = "weights",
+        gaps_key: str = "gaps",
+    ) -> None:
+        super().__init__()
+        self.task_names = tuple(task_names)
+        self.references = dict(references or {})
+        self.weights_key = weights_key
+        self.gaps_key = gaps_key
+
+    def _record_references(self) -> None:
+        for name, value in self.references.items():
+            self.logger.record(f"reference/{name}_return", value)
+
+    def _on_training_start(self) -> None:
+        self._record_references()
+
+    def _on_step(self) -> bool:
+        for info in self.locals.get("infos", ()):
+            for key, suffix in ((self.weights_key, "weight"), (self.gaps_key, "gap")):
+                values = info.get(key)
+                if values is None:
+                    continue
+                for name, value in zip(
+                    self.task_names, np.asarray(values, dtype=float).reshape(-1), strict=True
+                ):
+                    self.logger.record_mean(f"mtl/{name}_{suffix}", float(value))
+        rewards = self.locals.get("rewards")
+        if rewards is not None:
+            self.logger.record_mean("mtl/reward", float(np.mean(rewards)))
+        return True
+
+    def _on_rollout_end(self) -> None:
+        # Re-recorded before every dump: SB3's logger clears its values after writing them.
+        self._record_references()
+
+
+class BudgetCallback(BaseCallback):
+    """Stop training once a wall-clock budget is spent.
+
+    The timestep cap is ``learn(total_timesteps=...)``; this adds the wall-clock limit. SB3 checks
+    the return value of ``_on_step`` after every vectorised step, so training stops within one env
+    step (plus the update in progress) of the budget.
+
+    Args:
+        max_seconds: Wall-clock budget in seconds (``None``: no limit).
+    """
+
+    def __init__(self, max_seconds: float | None) -> None:
+        super().__init__()
+        self.max_seconds = max_seconds
+        self.start = time.perf_counter()
+        self.stopped_by_budget = False
+
+    def _on_training_start(self) -> None:
+        self.start = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since training started."""
+        return time.perf_counter() - self.start
+
+    def _on_step(self) -> bool:
+        if self.max_seconds is not None and self.elapsed >= self.max_seconds:
+            self.stopped_by_budget = True
+            return False
+        return True
+
+
+class CheckpointCallback(BaseCallback):
+    """Save the model atomically every ``every`` timesteps (overwriting one checkpoint file).
+
+    Args:
+        path: Checkpoint file, e.g. ``run/checkpoint.zip``.
+        every: Timesteps between saves (counted over all sub-envs).
+    """
+
+    def __init__(self, path: str | Path, every: int) -> None:
+        super().__init__()
+        if every < 1:
+            raise ValueError(f"checkpoint interval must be >= 1 timestep, got {every}")
+        self.path = Path(path)
+        self.every = every
+        self._next = every
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self._next:
+            save_model_atomic(self.model, self.path)
+            self._next = self.num_timesteps + self.every
+        return True
+
+
+class TqdmCallback(BaseCallback):
+    """A tqdm progress bar over timesteps, with the episode count and mean return as postfix.
+
+    Args:
+        total_timesteps: The timestep cap.
+        disable: Hide the bar (tests, non-interactive runs).
+    """
+
+    def __init__(self, total_timesteps: int, disable: bool = False) -> None:
+        super().__init__()
+        self.total = total_timesteps
+        self.disable = disable
+        self.bar: Any = None
+        self.episodes = 0
+
+    def _on_training_start(self) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.total, desc="agent", unit="step", disable=self.disable)
+
+    def _on_step(self) -> bool:
+        assert self.bar is not None
+        self.bar.n = min(self.num_timesteps, self.total)
+        dones = self.locals.get("dones")
+        if dones is not None:
+            self.episodes += int(np.sum(dones))
+        buffer = getattr(self.model, "ep_info_buffer", None)
+        if buffer:
+            mean_return = float(np.mean([ep["r"] for ep in buffer]))
+            self.bar.set_postfix(episodes=self.episodes, ret=f"{mean_return:.3f}", refresh=False)
+        self.bar.refresh()
+        return True
+
+    def _on_training_end(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,43 @@
+"""``igb train-agent CONFIG``: train an SB3 agent that sets the task weights."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``train-agent`` subcommand."""
+    p = subparsers.add_parser(
+        "train-agent", help="train an RL agent (SB3 PPO or SAC) on the IGB env"
+    )
+    p.add_argument("config", help="agent YAML (see configs/agents/)")
+    p.add_argument("--out", help="run folder (default runs/agent-<time>)")
+    p.add_argument("--seed", type=int, help="override the seed")
+    p.add_argument("--timesteps", type=int, help="override total_timesteps (the timestep cap)")
+    p.add_argument("--time-budget", type=float, help="override time_budget_s (wall-clock seconds)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``igb train-agent``."""
+    # SB3 is imported here, not at module level, so `igb train` and `igb --help` stay light.
+    from agents.train import load_agent_config, train_agent
+
+    config = load_agent_config(args.config)
+    changes: dict[str, Any] = {}
+    if args.seed is not None:
+        changes["seed"] = args.seed
+    if args.timesteps is not None:
+        changes["total_timesteps"] = args.timesteps
+    if args.time_budget is not None:
+        changes["time_budget_s"] = args.time_budget
+    config = dataclasses.replace(config, **changes)
+    out = Path(args.out) if args.out else Path("runs") / f"agent-{time.strftime('%Y%m%d-%H%M%S')}"
+    run = train_agent(config, out, progress_bar=not args.no_progress)
+    print(f"agent run folder: {run}  (export with `igb export {run}`)")
+    return 0

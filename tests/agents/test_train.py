@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from agents.train import (
+    AgentConfig,
+    build_model,
+    load_agent_config,
+    load_model,
+    make_vec_env,
+    spawn_seeds,
+    train_agent,
+)
+from igb_env.config import load_env_config
+from mtl_backends.registry import ConfigError
+from tests.agents._configs import TINY_ENV, tiny_agent
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module", params=["ppo", "sac"])
+def trained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_agent(
+        tiny_agent(request.param), tmp_path_factory.mktemp(request.param), progress_bar=False
+    )
+
+
+def _obs_batch(n: int = 8) -> np.ndarray:
+    from igb_env import make_env
+
+    env = make_env(TINY_ENV)
+    space = env.observation_space
+    space.seed(0)
+    return np.stack([space.sample() for _ in range(n)])
+
+
+def test_run_folder_is_complete_and_config_round_trips(trained: Path) -> None:
+    for name in ("config.yaml", "model.zip", "checkpoint.zip", "training.json"):
+        assert (trained / name).is_file(), name
+    assert not list(trained.glob("*.tmp")), "atomic saves left a temporary file behind"
+    config = load_agent_config(trained / "config.yaml")
+    # The resolved env config is complete: loading it again changes nothing.
+    assert load_env_config(dict(config.env)).to_dict() == dict(config.env)
+    summary = json.loads((trained / "training.json").read_text())
+    assert summary["timesteps"] >= config.total_timesteps
+    assert summary["task_names"] == ["t1", "t2", "t3"]
+    assert set(summary["references"]) == {"ew", "igbv1"}
+
+
+def test_agent_learned_and_save_load_predict_identically(trained: Path) -> None:
+    config = load_agent_config(trained / "config.yaml")
+    model = load_model(trained)
+    # Learning changed the actor: it differs from a freshly initialised model of the same seed.
+    venv = make_vec_env(dataclasses.replace(config, n_envs=1, vec_env="dummy"))
+    fresh = build_model(config, venv, tensorboard_log=None)
+    venv.close()
+    changed = [
+        not torch.equal(a, b)
+        for a, b in zip(model.policy.parameters(), fresh.policy.parameters(), strict=True)
+    ]
+    assert any(changed)
+    obs = _obs_batch()
+    again = load_model(trained)
+    a1, _ = model.predict(obs, deterministic=True)
+    a2, _ = again.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(a1, a2)
+    assert a1.shape == (len(obs), 3)
+
+
+def test_tensorboard_has_per_task_weight_gap_reward_and_reference_tags(trained: Path) -> None:
+    (events,) = list((trained / "tb").glob("agent_*"))
+    acc = EventAccumulator(str(events))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    for task in ("t1", "t2", "t3"):
+        assert f"mtl/{task}_weight" in tags
+        assert f"mtl/{task}_gap" in tags
+    assert {"mtl/reward", "reference/ew_return", "reference/igbv1_return"} <= tags
+    weights = [e.value for e in acc.Scalars("mtl/t1_weight")]
+    assert all(0.0 < w < 3.0 for w in weights)
+
+
+def test_sub_env_seeds_come_from_seed_sequence_and_are_distinct() -> None:
+    seeds = spawn_seeds(0, 3)
+    assert len(set(seeds)) == 3
+    assert seeds != [0, 1, 2]
+    # Neighbouring run seeds share no sub-env seed (SB3's seed + i would share two of three).
+    assert not set(spawn_seeds(1, 3)) & set(seeds)
+    venv = make_vec_env(tiny_agent(n_envs=3))
+    try:
+        venv.reset()
+        instances = venv.get_attr("instance")
+    finally:
+        venv.close()
+    assert len(set(instances)) == 3
+
+
+def test_wall_budget_stops_training_and_is_recorded(tmp_path: Path) -> None:
+    config = tiny_agent(total_timesteps=100_000, time_budget_s=1.0, reference_instances=0)
+    run = train_agent(config, tmp_path, progress_bar=False)
+    summary = json.loads((run / "training.json").read_text())
+    assert summary["stopped_by_budget"] is True
+    assert 0 < summary["timesteps"] < 100_000
+
+
+@pytest.mark.parametrize("name", ["ppo.yaml", "sac.yaml"])
+def test_shipped_agent_configs_load(name: str) -> None:
+    config = load_agent_config(ROOT / "configs" / "agents" / name)
+    assert config.algorithm == name.removesuffix(".yaml")
+    load_env_config(dict(config.env))
+
+
+def test_ppo_yaml_spells_out_the_default_agent() -> None:
+    config = load_agent_config(ROOT / "configs" / "agents" / "ppo.yaml")
+    default = AgentConfig()
+    assert dataclasses.replace(config, env={}) == default
+    assert load_env_config(dict(config.env)) == load_env_config(dict(default.env))
+
+
+def test_bad_agent_configs_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown algorithm"):
+        AgentConfig(algorithm="dqn")
+    with pytest.raises(ConfigError, match="activation_fn"):
+        AgentConfig(policy_kwargs={"activation_fn": "torch.nn.Tanh"})
+    path = tmp_path / "a.yaml"
+    path.write_text("algorithm: ppo\nn_timesteps: 10\n")
+    with pytest.raises(ConfigError, match="valid keys"):
+        load_agent_config(path)
+
+
+def test_igb_train_agent_command_writes_a_run(tmp_path: Path) -> None:
+    import yaml
+
+    from agents.cli import main
+    from mtl_backends.config import to_dict
+
+    config = tmp_path / "agent.yaml"
+    config.write_text(yaml.safe_dump(to_dict(tiny_agent(reference_instances=0))))
+    out = tmp_path / "run"
+    code = main(["train-agent", str(config), "--out", str(out), "--timesteps", "20", "--seed", "3"])
+    assert code == 0
+    assert (out / "model.zip").is_file()
+    assert load_agent_config(out / "config.yaml").seed == 3
