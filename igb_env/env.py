@@ -480,6 +480,36 @@ class IGBEnv(gym.Env[np.ndarray, np.ndarray]):
         """Run ``instance`` with a fixed registered weighting; see ``rollout_baseline``."""
         return rollout_baseline(self.config, weighting, instance, benchmarks=self._benchmarks)
 
+    def policy_sidecar(self, algorithm: str, **extra: Any) -> dict[str, Any]:
+        """The sidecar of a policy trained on this env (``mtl_backends.weightings.policy``).
+
+        Args:
+            algorithm: Training algorithm, e.g. ``"PPO"``.
+            extra: Further sidecar fields (``network``, ``obs_normalization``, ``versions`` are
+                filled by ``save_policy`` when absent).
+        """
+        from mtl_backends.weightings.policy import build_sidecar
+
+        bw = (
+            self._episode.progress.base_window
+            if self._episode is not None
+            else self.config.train.base_window
+        )
+        return build_sidecar(
+            n_tasks=self.n_tasks,
+            features=self.feature_spec,
+            action_mode=self.config.action_mode,
+            tau=self.config.tau,
+            steps_per_action=self.config.steps_per_action,
+            balancer=self.config.balancer.name,
+            base_window=None if bw is None else (int(bw[0]), int(bw[1])),
+            total_steps=self.config.train.steps,
+            algorithm=algorithm,
+            task_names=list(self.task_names),
+            env_config=self.config.to_dict(),
+            **extra,
+        )
+
 
 def _resolve(
     config: EnvConfig | Mapping[str, Any] | str | Path | None, overrides: Mapping[str, Any]

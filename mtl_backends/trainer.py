@@ -104,7 +104,8 @@ class MTLTrainer:
         seed: Drives model initialisation, batch order, the methods' generators and the torch RNG
             used inside steps (dropout), through independent ``SeedSequence`` streams.
         reference: STL reference metrics for Δm/Δp in ``evaluate``.
-        features: Feature settings of the gap tracker.
+        features: Feature settings of the gap tracker (default: the weighting's ``feature_spec``
+            when it declares one, e.g. ``PolicyWeighting``, else ``FeatureSpec()``).
 
     Raises:
         ConfigError: The balancer requires a transform the weighting does not declare.
@@ -171,7 +172,9 @@ class MTLTrainer:
             base_window=base_window,
             lower_bounds=benchmark.lower_bounds,
             total_steps=self.config.steps,
-            spec=features,
+            # A weighting that reads the features (an exported policy) declares the settings it
+            # was trained with; an explicit ``features`` argument wins.
+            spec=features if features is not None else getattr(weighting, "feature_spec", None),
             lr0=self.config.lr,
         )
         self.step_count = 0

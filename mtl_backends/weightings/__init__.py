@@ -8,6 +8,7 @@ from mtl_backends.registry import build
 from mtl_backends.weightings.base import LossWeighting, StepContext
 from mtl_backends.weightings.ew import EW
 from mtl_backends.weightings.igbv1 import IGBv1, igbv1_weights
+from mtl_backends.weightings.policy import PolicyWeighting
 from mtl_backends.weightings.si import SI
 from mtl_backends.weightings.single_task import SingleTask
 
@@ -15,6 +16,7 @@ LOSS_WEIGHTINGS: dict[str, type[LossWeighting]] = {
     "ew": EW,
     "si": SI,
     "igbv1": IGBv1,
+    "policy": PolicyWeighting,
 }
 
 
@@ -29,6 +31,7 @@ __all__ = [
     "SI",
     "IGBv1",
     "LossWeighting",
+    "PolicyWeighting",
     "SingleTask",
     "StepContext",
     "igbv1_weights",
