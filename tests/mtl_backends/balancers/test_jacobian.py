@@ -39,3 +39,9 @@ def test_unused_parameters_give_zero_columns() -> None:
 
 def test_default_method_is_known() -> None:
     assert DEFAULT_JACOBIAN_METHOD in JACOBIAN_METHODS
+
+
+def test_train_config_default_follows_the_measured_default() -> None:
+    from mtl_backends.config import TrainConfig
+
+    assert TrainConfig().jacobian == DEFAULT_JACOBIAN_METHOD
