@@ -16,6 +16,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agents.commands.train",
     "agents.commands.stl",
     "agents.commands.perf",
+    "agents.commands.online",
+    "agents.commands.tune_static",
     "agents.commands.train_agent",
 )
 

@@ -56,6 +56,7 @@ def apply_overrides(config: Any, args: argparse.Namespace) -> Any:
 
 def main(args: argparse.Namespace) -> int:
     """Run ``igb train``."""
+    import agents.online  # noqa: F401  (registers igbv2; light, SB3 loads on use)
     from mtl_backends.config import RunConfig, load_config
     from mtl_backends.run import run
 

@@ -11,11 +11,13 @@ from mtl_backends.weightings.igbv1 import IGBv1, igbv1_weights
 from mtl_backends.weightings.policy import PolicyWeighting
 from mtl_backends.weightings.si import SI
 from mtl_backends.weightings.single_task import SingleTask
+from mtl_backends.weightings.tuned_static import TunedStatic
 
 LOSS_WEIGHTINGS: dict[str, type[LossWeighting]] = {
     "ew": EW,
     "si": SI,
     "igbv1": IGBv1,
+    "tuned_static": TunedStatic,
     "policy": PolicyWeighting,
 }
 
@@ -34,6 +36,7 @@ __all__ = [
     "PolicyWeighting",
     "SingleTask",
     "StepContext",
+    "TunedStatic",
     "igbv1_weights",
     "make_weighting",
 ]
