@@ -6,12 +6,14 @@ from typing import Any
 
 from mtl_backends.benchmarks.base import SPLITS, Benchmark, MetricSpec, SplitData, predict
 from mtl_backends.benchmarks.multi_digits import MultiDigits
+from mtl_backends.benchmarks.qm9 import QM9
 from mtl_backends.benchmarks.synthetic import Synthetic
 from mtl_backends.benchmarks.toy import Toy
 from mtl_backends.registry import build
 
 BENCHMARKS: dict[str, type[Benchmark]] = {
     "multi_digits": MultiDigits,
+    "qm9": QM9,
     "synthetic": Synthetic,
     "toy": Toy,
 }
@@ -24,6 +26,7 @@ def make_benchmark(name: str, **kwargs: Any) -> Benchmark:
 
 __all__ = [
     "BENCHMARKS",
+    "QM9",
     "SPLITS",
     "Benchmark",
     "MetricSpec",

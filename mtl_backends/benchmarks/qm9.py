@@ -1,0 +1,546 @@
+"""QM9-11 from the ``qm9pack`` wheel: 11 molecular property regressions with a descriptor MLP.
+
+The data is the full QM9 (130,831 molecules, the same set and order as PyTorch Geometric's) that
+ships inside the ``qm9pack`` wheel (install the ``qm9`` extra: ``pip install -e ".[qm9]"``).
+``qm9pack`` itself is never imported (its ``__init__`` needs ``pkg_resources``, gone from current
+setuptools); its CSV files are located with ``importlib.util.find_spec``. Nothing is downloaded.
+
+Two on-disk caches (default ``~/.cache/igb-rl/qm9``), both written atomically (a temporary file in
+the same folder renamed over the target):
+
+* ``table-<key>.npz``: the parsed CSVs (targets in the usual units, atoms and coordinates of every
+  molecule), keyed by the data files' names, sizes and modification times and ``TABLE_VERSION``;
+* ``features-<key>.npy``: the descriptors of the selected molecules, keyed by the table key, the
+  selected molecule indices, the featurisation settings and ``FEATURE_VERSION``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mtl_backends.benchmarks.base import SPLITS, Benchmark, MetricSpec, SplitData
+from mtl_backends.models.hps import HardParameterSharing, mlp
+
+HAR2EV = 27.211386246
+"""Hartree to electronvolt (the factor PyTorch Geometric uses)."""
+
+ELEMENTS: tuple[str, ...] = ("H", "C", "N", "O", "F")
+ATOMIC_NUMBERS: tuple[int, ...] = (1, 6, 7, 8, 9)
+MAX_ATOMS = 29
+
+ATOM_REFERENCES: dict[str, tuple[float, ...]] = {
+    "U0": (-0.500273, -37.846772, -54.583861, -75.064579, -99.718730),
+    "U": (-0.498857, -37.845355, -54.582445, -75.063162, -99.717314),
+    "H": (-0.497912, -37.844411, -54.581501, -75.062219, -99.716370),
+    "G": (-0.510927, -37.861317, -54.598897, -75.079532, -99.733544),
+}
+"""Free-atom energies in Hartree for H, C, N, O, F (PyG's ``atomrefs`` divided by ``HAR2EV``)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One QM9 target.
+
+    Attributes:
+        name: Task name (PyG order).
+        column: Source column of the qm9pack CSV.
+        unit: Unit of the target after conversion.
+        metric_factor: Factor from the target's unit to the unit of the reported MAE (1000 turns
+            eV into meV, as in the published tables).
+        metric_unit: Unit of the reported MAE.
+    """
+
+    name: str
+    column: str
+    unit: str
+    metric_factor: float = 1.0
+    metric_unit: str = ""
+
+
+TARGETS: tuple[Target, ...] = (
+    Target("mu", "Dipole_debye", "D", 1.0, "D"),
+    Target("alpha", "Polarizability_bohr3", "a0^3", 1.0, "a0^3"),
+    Target("homo", "HOMO_au", "eV", 1000.0, "meV"),
+    Target("lumo", "LUMO_au", "eV", 1000.0, "meV"),
+    Target("r2", "R2_bohr2", "a0^2", 1.0, "a0^2"),
+    Target("zpve", "ZPVE_au", "eV", 1000.0, "meV"),
+    Target("u0", "InternalEnergy_0K_au", "eV", 1000.0, "meV"),
+    Target("u", "InternalEnergy_298K_au", "eV", 1000.0, "meV"),
+    Target("h", "Enthalphy_298K_au", "eV", 1000.0, "meV"),
+    Target("g", "GibbsFreeEnergy_298K_au", "eV", 1000.0, "meV"),
+    Target("cv", "Heatcapacity_Cv_cal_mol_K", "cal/mol/K", 1.0, "cal/mol/K"),
+)
+"""The 11 standard targets in PyG order ``[0, 1, 2, 3, 5, 6, 12, 13, 14, 15, 11]`` (the gap left
+out): μ, α, ε_HOMO, ε_LUMO, ⟨R²⟩, ZPVE, U0, U, H, G (atomisation energies) and c_v."""
+
+_ATOMISATION = {"u0": "U0", "u": "U", "h": "H", "g": "G"}
+_HARTREE = {"homo", "lumo", "zpve"}
+
+DATA_FILES: tuple[str, ...] = ("qm9_part1.csv", "qm9_part2.csv", "qm9_part3.csv")
+N_MOLECULES = 130831
+PROTOCOL_TEST = 10000
+PROTOCOL_VAL = 10000
+TABLE_VERSION = 1
+FEATURE_VERSION = 1
+RBF_CENTERS = np.linspace(0.8, 5.0, 16)
+RBF_WIDTH = 0.25
+_PAIRS = [(a, b) for a in range(len(ELEMENTS)) for b in range(a, len(ELEMENTS))]
+
+INSTALL_HINT = 'pip install -e ".[qm9]"'
+
+
+class MissingExtraError(ImportError):
+    """An optional dependency (a ``pyproject`` extra) is not installed."""
+
+
+def default_cache_dir() -> Path:
+    """``~/.cache/igb-rl/qm9``."""
+    return Path.home() / ".cache" / "igb-rl" / "qm9"
+
+
+def qm9_data_dir() -> Path:
+    """The ``data`` folder of the installed ``qm9pack`` wheel, found without importing it.
+
+    Raises:
+        MissingExtraError: ``qm9pack`` is not installed (names the install command).
+    """
+    spec = importlib.util.find_spec("qm9pack")
+    locations = None if spec is None else spec.submodule_search_locations
+    if not locations:
+        raise MissingExtraError(
+            f"the qm9 benchmark needs the qm9pack wheel (the real QM9 data); install the extra "
+            f"with: {INSTALL_HINT}"
+        )
+    return Path(next(iter(locations))) / "data"
+
+
+def _check_files(data_dir: Path) -> list[Path]:
+    paths = [data_dir / name for name in DATA_FILES]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"QM9 data file(s) missing: {', '.join(missing)}; reinstall with {INSTALL_HINT}"
+        )
+    return paths
+
+
+def table_key(data_dir: Path) -> str:
+    """Hex digest of the data files' names, sizes and modification times and ``TABLE_VERSION``."""
+    stats = []
+    for path in _check_files(data_dir):
+        st = path.stat()
+        stats.append([path.name, st.st_size, st.st_mtime_ns])
+    payload = json.dumps({"version": TABLE_VERSION, "files": stats}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class QM9Table:
+    """All of QM9, parsed.
+
+    Attributes:
+        index: GDB index of each molecule ``[M]`` (1-based, increasing).
+        targets: The 11 targets in their usual units ``[M, 11]`` (float64, ``TARGETS`` order).
+        n_atoms: Atoms per molecule ``[M]``.
+        offsets: Start of each molecule's atoms in ``elements``/``coords`` ``[M + 1]``.
+        elements: Element code of every atom (0..4 for H, C, N, O, F) ``[A]``.
+        coords: Coordinates in Å of every atom ``[A, 3]``.
+    """
+
+    index: np.ndarray
+    targets: np.ndarray
+    n_atoms: np.ndarray
+    offsets: np.ndarray
+    elements: np.ndarray
+    coords: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+
+def convert_targets(raw: dict[str, np.ndarray], element_counts: np.ndarray) -> np.ndarray:
+    """The 11 targets in the usual units from qm9pack columns.
+
+    Args:
+        raw: Column name -> values ``[M]`` (Hartree for energies, as in the CSV).
+        element_counts: Atoms of each element ``[M, 5]`` (H, C, N, O, F).
+
+    Returns:
+        ``[M, 11]`` in ``TARGETS`` order: HOMO, LUMO and ZPVE × ``HAR2EV``; atomisation energies
+        ``(E - Σ_atoms ref) × HAR2EV``; the other targets unchanged.
+    """
+    out = np.empty((element_counts.shape[0], len(TARGETS)), dtype=np.float64)
+    for k, target in enumerate(TARGETS):
+        values = np.asarray(raw[target.column], dtype=np.float64)
+        if target.name in _HARTREE:
+            values = values * HAR2EV
+        elif target.name in _ATOMISATION:
+            refs = np.asarray(ATOM_REFERENCES[_ATOMISATION[target.name]], dtype=np.float64)
+            values = (values - element_counts @ refs) * HAR2EV
+        out[:, k] = values
+    return out
+
+
+def _parse_floats(text: str) -> list[float]:
+    # Strings such as "[[0.5,0.,1.],...]": Fortran-style "0." parses fine with float().
+    return [float(v) for v in text.replace("[", "").replace("]", "").split(",")]
+
+
+def read_table(data_dir: Path) -> QM9Table:
+    """Parse the three qm9pack CSVs (about 5-10 s for the full set)."""
+    csv.field_size_limit(sys.maxsize)
+    code = {e: i for i, e in enumerate(ELEMENTS)}
+    columns = [t.column for t in TARGETS]
+    index: list[int] = []
+    n_atoms: list[int] = []
+    elements: list[int] = []
+    coords: list[float] = []
+    raw: dict[str, list[float]] = {c: [] for c in columns}
+    for path in _check_files(data_dir):
+        with path.open(newline="") as fh:
+            reader = csv.reader(fh)
+            header = next(reader)
+            pos = {name: i for i, name in enumerate(header)}
+            missing = [
+                c for c in ["Index", "N_atoms", "Elements", "XYZ_Ang", *columns] if c not in pos
+            ]
+            if missing:
+                raise ValueError(f"{path} lacks column(s) {', '.join(missing)}")
+            i_idx, i_n, i_el, i_xyz = pos["Index"], pos["N_atoms"], pos["Elements"], pos["XYZ_Ang"]
+            i_cols = [pos[c] for c in columns]
+            for row in reader:
+                index.append(int(row[i_idx]))
+                n_atoms.append(int(row[i_n]))
+                elements.extend(code[e.strip(" '")] for e in row[i_el].strip("[]").split(","))
+                coords.extend(_parse_floats(row[i_xyz]))
+                for c, i in zip(columns, i_cols, strict=True):
+                    raw[c].append(float(row[i]))
+    n = np.asarray(n_atoms, dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(n)])
+    el = np.asarray(elements, dtype=np.int8)
+    xyz = np.asarray(coords, dtype=np.float64).reshape(-1, 3)
+    if el.shape[0] != offsets[-1] or xyz.shape[0] != offsets[-1]:
+        raise ValueError("QM9 CSV: atom counts, elements and coordinates disagree")
+    counts = _element_counts(el, offsets)
+    targets = convert_targets({c: np.asarray(v) for c, v in raw.items()}, counts)
+    return QM9Table(
+        index=np.asarray(index, dtype=np.int64),
+        targets=targets,
+        n_atoms=n,
+        offsets=offsets,
+        elements=el,
+        coords=xyz.astype(np.float32),
+    )
+
+
+def _element_counts(elements: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    mol = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    counts = np.zeros((len(offsets) - 1, len(ELEMENTS)), dtype=np.float64)
+    np.add.at(counts, (mol, elements.astype(np.int64)), 1.0)
+    return counts
+
+
+@contextlib.contextmanager
+def _atomic_path(path: Path) -> Any:
+    """Yield a temporary path in ``path``'s folder; rename it over ``path`` on success."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def load_table(data_dir: Path | None = None, cache_dir: Path | None = None) -> QM9Table:
+    """The parsed table, from ``cache_dir`` when present, else parsed and cached.
+
+    Args:
+        data_dir: qm9pack's data folder (default: located with ``qm9_data_dir``).
+        cache_dir: Cache folder (default ``~/.cache/igb-rl/qm9``).
+    """
+    data_dir = qm9_data_dir() if data_dir is None else Path(data_dir)
+    cache_dir = default_cache_dir() if cache_dir is None else Path(cache_dir)
+    path = cache_dir / f"table-{table_key(data_dir)}.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            return QM9Table(**{k: z[k] for k in QM9Table.__dataclass_fields__})
+    table = read_table(data_dir)
+    with _atomic_path(path) as tmp, tmp.open("wb") as fh:
+        np.savez(fh, **{k: getattr(table, k) for k in QM9Table.__dataclass_fields__})
+    return table
+
+
+def split_indices(
+    n_molecules: int,
+    seed: int,
+    subset: int | None = None,
+    n_val: int | None = None,
+    n_test: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Seeded split like Nash-MTL / FAMO / IGB4MTL's.
+
+    The molecules are shuffled; test is ``[:10k]``, val ``[10k:20k]``, train the rest.
+
+    With ``subset = S`` the splits are nested in the full protocol's: test = the first
+    ``n_test`` molecules of the full test block, val the first ``n_val`` of the full val block,
+    train the first ``S - n_val - n_test`` of the full train block (``n_val`` and ``n_test``
+    default to ``S // 10``). A subset's test molecules are therefore always full-protocol test
+    molecules.
+
+    Args:
+        n_molecules: Molecules in the table.
+        seed: Seed of the permutation.
+        subset: Total molecules used (``None``: all).
+        n_val: Validation molecules (``None``: 10,000, or ``subset // 10``).
+        n_test: Test molecules (``None``: 10,000, or ``subset // 10``).
+
+    Returns:
+        Split name -> row indices into the table.
+    """
+    block = PROTOCOL_TEST + PROTOCOL_VAL
+    default = PROTOCOL_TEST if subset is None else subset // 10
+    n_test = default if n_test is None else n_test
+    n_val = default if n_val is None else n_val
+    if not (1 <= n_test <= PROTOCOL_TEST and 1 <= n_val <= PROTOCOL_VAL):
+        raise ValueError(f"n_test and n_val must lie in 1..10000, got {n_test} and {n_val}")
+    available = n_molecules - block
+    n_train = available if subset is None else subset - n_val - n_test
+    if not 1 <= n_train <= available:
+        raise ValueError(
+            f"subset {subset} leaves {n_train} training molecules; valid: "
+            f"{n_val + n_test + 1}..{n_val + n_test + available}"
+        )
+    perm = np.random.default_rng(seed).permutation(n_molecules)
+    return {
+        "train": perm[block : block + n_train],
+        "val": perm[PROTOCOL_TEST : PROTOCOL_TEST + n_val],
+        "test": perm[:n_test],
+    }
+
+
+def featurize(table: QM9Table, rows: np.ndarray, rbf: bool = True, chunk: int = 1024) -> np.ndarray:
+    """Descriptors of the molecules ``rows`` (data.md §2.7).
+
+    Per molecule: the 29 eigenvalues of the Coulomb matrix (diagonal ``0.5·Z^2.4``, off-diagonal
+    ``Z_i Z_j / r_ij`` with r in Å, zero-padded to 29 atoms) sorted by decreasing magnitude; the
+    counts of H, C, N, O, F; and, with ``rbf``, per element pair (15 pairs) a histogram of the
+    interatomic distances smoothed by 16 Gaussians (centres 0.8..5 Å, width 0.25 Å).
+
+    Args:
+        table: The parsed data.
+        rows: Row indices into ``table``.
+        rbf: Include the distance histograms (274 features instead of 34).
+        chunk: Molecules per vectorised block.
+
+    Returns:
+        Features ``[len(rows), 274 or 34]`` (float32).
+    """
+    z_of = np.asarray(ATOMIC_NUMBERS, dtype=np.float64)
+    n_pairs = len(_PAIRS)
+    pair_id = -np.ones((len(ELEMENTS), len(ELEMENTS)), dtype=np.int64)
+    for p, (a, b) in enumerate(_PAIRS):
+        pair_id[a, b] = pair_id[b, a] = p
+    out = []
+    eye = np.eye(MAX_ATOMS, dtype=bool)
+    for start in range(0, len(rows), chunk):
+        block = np.asarray(rows[start : start + chunk])
+        m = len(block)
+        codes = -np.ones((m, MAX_ATOMS), dtype=np.int64)
+        xyz = np.zeros((m, MAX_ATOMS, 3), dtype=np.float64)
+        for i, r in enumerate(block):
+            lo, hi = table.offsets[r], table.offsets[r + 1]
+            codes[i, : hi - lo] = table.elements[lo:hi]
+            xyz[i, : hi - lo] = table.coords[lo:hi]
+        present = codes >= 0
+        z = np.where(present, z_of[np.maximum(codes, 0)], 0.0)
+        dist = np.linalg.norm(xyz[:, :, None, :] - xyz[:, None, :, :], axis=-1)
+        both = present[:, :, None] & present[:, None, :]
+        off = both & ~eye
+        cm = np.where(off, z[:, :, None] * z[:, None, :] / np.where(off, dist, 1.0), 0.0)
+        cm[:, eye] = 0.5 * z**2.4
+        eig = np.linalg.eigvalsh(cm)
+        order = np.argsort(-np.abs(eig), axis=1)
+        feats: list[np.ndarray] = [np.take_along_axis(eig, order, axis=1)]
+        counts = np.stack([(codes == e).sum(1) for e in range(len(ELEMENTS))], axis=1)
+        feats.append(counts.astype(np.float64))
+        if rbf:
+            iu, ju = np.triu_indices(MAX_ATOMS, k=1)
+            valid = present[:, iu] & present[:, ju]  # [m, P] atom pairs that exist
+            mol, pair = np.nonzero(valid)
+            d = dist[mol, iu[pair], ju[pair]]
+            pid = pair_id[codes[mol, iu[pair]], codes[mol, ju[pair]]]
+            g = np.exp(-((d[:, None] - RBF_CENTERS) ** 2) / (2 * RBF_WIDTH**2))  # [V, 16]
+            slot = mol * n_pairs + pid
+            hist = np.stack(
+                [
+                    np.bincount(slot, weights=g[:, k], minlength=m * n_pairs)
+                    for k in range(g.shape[1])
+                ],
+                axis=1,
+            )
+            feats.append(hist.reshape(m, -1))
+        out.append(np.concatenate(feats, axis=1).astype(np.float32))
+    width = MAX_ATOMS + len(ELEMENTS) + (n_pairs * len(RBF_CENTERS) if rbf else 0)
+    return np.concatenate(out) if out else np.zeros((0, width), dtype=np.float32)
+
+
+def feature_key(table_id: str, rows: np.ndarray, rbf: bool) -> str:
+    """Hex digest of everything the cached descriptors depend on."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"version": FEATURE_VERSION, "table": table_id, "rbf": rbf}).encode())
+    h.update(np.ascontiguousarray(rows, dtype=np.int64).tobytes())
+    return h.hexdigest()[:24]
+
+
+def load_features(
+    table: QM9Table, table_id: str, rows: np.ndarray, rbf: bool, cache_dir: Path
+) -> tuple[np.ndarray, bool]:
+    """Descriptors of ``rows``, from the cache when present, else computed and cached.
+
+    Returns:
+        The features and whether they came from the cache.
+    """
+    path = Path(cache_dir) / f"features-{feature_key(table_id, rows, rbf)}.npy"
+    if path.is_file():
+        return np.load(path, allow_pickle=False), True
+    feats = featurize(table, rows, rbf=rbf)
+    with _atomic_path(path) as tmp, tmp.open("wb") as fh:
+        np.save(fh, feats, allow_pickle=False)
+    return feats, False
+
+
+class QM9(Benchmark):
+    """QM9-11: 11 molecular properties regressed from molecular descriptors (data.md §2.7).
+
+    Data: the qm9pack wheel's 130,831 molecules, split with ``split_indices`` (10k test, 10k val,
+    the rest train, or a nested ``subset``). Targets are converted to the usual units (``TARGETS``)
+    and standardised with the training split's mean and standard deviation; descriptors
+    (``featurize``) are standardised the same way. Inputs ``[N, 274]`` (``[N, 34]`` without
+    ``rbf``); targets ``[N, 11]`` (standardised).
+
+    Model: a SiLU MLP trunk with 11 linear heads. Loss: per-task MSE on standardised targets
+    (``L* = 0``). Metrics: per-task MAE in original units (``<name>_mae``; meV for HOMO, LUMO, ZPVE,
+    U0, U, H, G, as in the published tables), lower is better.
+
+    Args:
+        seed: Seed of the split (the published protocol re-splits with each run seed; here the
+            split is part of the benchmark, the run seed is the trainer's).
+        subset: Total molecules used (``None``: all 130,831); see ``split_indices``.
+        n_val: Validation molecules (default 10,000, or ``subset // 10``).
+        n_test: Test molecules (default 10,000, or ``subset // 10``).
+        rbf: Include per-element-pair distance histograms in the descriptors.
+        hidden: Trunk widths.
+        cache_dir: Folder of the parsed-table and descriptor caches (default
+            ``~/.cache/igb-rl/qm9``).
+        data_dir: qm9pack's data folder (default: located in the installed wheel).
+
+    Raises:
+        MissingExtraError: ``qm9pack`` is not installed.
+    """
+
+    def __init__(
+        self,
+        seed: int = 0,
+        subset: int | None = None,
+        n_val: int | None = None,
+        n_test: int | None = None,
+        rbf: bool = True,
+        hidden: Sequence[int] = (256, 256, 256),
+        cache_dir: str | None = None,
+        data_dir: str | None = None,
+    ) -> None:
+        self.name = "qm9"
+        self.task_names = tuple(t.name for t in TARGETS)
+        self.metric_specs = tuple(
+            MetricSpec(f"{t.name}_mae", i, higher_is_better=False) for i, t in enumerate(TARGETS)
+        )
+        self.lower_bounds = torch.zeros(len(TARGETS))
+        self._hidden = tuple(int(h) for h in hidden)
+        self._kwargs: dict[str, Any] = {
+            "seed": int(seed),
+            "subset": subset,
+            "n_val": n_val,
+            "n_test": n_test,
+            "rbf": bool(rbf),
+            "hidden": list(self._hidden),
+        }
+        data_path = qm9_data_dir() if data_dir is None else Path(data_dir)
+        cache = default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
+        table_id = table_key(data_path)
+        table = load_table(data_path, cache)
+        self.rows = split_indices(len(table), seed, subset, n_val, n_test)
+        """Per split, row indices into the full table (GDB order)."""
+        order = np.concatenate([self.rows[s] for s in SPLITS])
+        feats, self.cache_hit = load_features(table, table_id, order, bool(rbf), cache)
+        sizes = np.cumsum([0] + [len(self.rows[s]) for s in SPLITS])
+        train_x = feats[sizes[0] : sizes[1]].astype(np.float64)
+        x_mean, x_std = train_x.mean(0), train_x.std(0)
+        x_std = np.where(x_std > 1e-8, x_std, 1.0)
+        train_y = table.targets[self.rows["train"]]
+        self.target_mean: Tensor = torch.from_numpy(train_y.mean(0))
+        """Training-split mean of each target in original units ``[11]`` (float64)."""
+        self.target_std: Tensor = torch.from_numpy(train_y.std(0))
+        """Training-split standard deviation of each target in original units ``[11]``."""
+        self._splits: dict[str, SplitData] = {}
+        for k, split in enumerate(SPLITS):
+            x = (feats[sizes[k] : sizes[k + 1]] - x_mean) / x_std
+            y = (table.targets[self.rows[split]] - train_y.mean(0)) / train_y.std(0)
+            self._splits[split] = SplitData(
+                inputs=torch.from_numpy(x.astype(np.float32)),
+                targets=torch.from_numpy(y.astype(np.float32)),
+            )
+        self.input_dim = int(feats.shape[1])
+
+    def split(self, name: str) -> SplitData:
+        """Standardised descriptors ``[N, F]`` and standardised targets ``[N, 11]``."""
+        self.check_split(name)
+        return self._splits[name]
+
+    def original_targets(self, name: str) -> Tensor:
+        """Targets of split ``name`` in original units ``[N, 11]`` (float64)."""
+        return self.split(name).targets.double() * self.target_std + self.target_mean
+
+    def build_model(self) -> HardParameterSharing:
+        """SiLU MLP ``F -> hidden`` and one linear head ``hidden[-1] -> 1`` per target."""
+        encoder = mlp((self.input_dim, *self._hidden), activation=nn.SiLU)
+        heads = [nn.Linear(self._hidden[-1], 1) for _ in TARGETS]
+        return HardParameterSharing(encoder, heads)
+
+    def losses(self, outputs: list[Tensor], targets: Tensor) -> Tensor:
+        """Per-target MSE on standardised targets ``[11]``."""
+        return torch.stack(
+            [F.mse_loss(out.squeeze(1), targets[:, t]) for t, out in enumerate(outputs)]
+        )
+
+    def metrics(self, outputs: list[Tensor], targets: Tensor) -> dict[str, float]:
+        """Per-target MAE in original units (meV for the energies)."""
+        std = self.target_std.to(targets.device)
+        result = {}
+        for t, (target, spec) in enumerate(zip(TARGETS, self.metric_specs, strict=True)):
+            err = (outputs[t].squeeze(1).double() - targets[:, t].double()).abs().mean() * std[t]
+            result[spec.name] = float(err) * target.metric_factor
+        return result
+
+    def config(self) -> dict[str, Any]:
+        """Arguments that rebuild this benchmark (the cache and data folders excluded)."""
+        return dict(self._kwargs)
