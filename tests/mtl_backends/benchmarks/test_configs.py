@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from mtl_backends.benchmarks import BENCHMARKS, make_benchmark
+from mtl_backends.config import RunConfig, load_config
+from mtl_backends.metrics import mean_rank
+from mtl_backends.registry import valid_arguments
+
+CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "benchmarks"
+
+
+def test_every_benchmark_has_a_reference_config() -> None:
+    assert sorted(p.stem for p in CONFIGS.glob("*.yaml")) == sorted(BENCHMARKS)
+
+
+@pytest.mark.parametrize("name", sorted(BENCHMARKS))
+def test_config_loads_into_run_config(name: str) -> None:
+    config = load_config(RunConfig, CONFIGS / f"{name}.yaml")
+    assert config.benchmark.name == name
+    assert set(config.benchmark.kwargs) <= set(valid_arguments(BENCHMARKS[name]))
+    assert config.weighting.name == "ew" and config.balancer.name == "sum"
+    steps_per_epoch = 0
+    if name == "qm9":
+        if importlib.util.find_spec("qm9pack") is None:
+            pytest.skip('qm9pack is not installed (pip install -e ".[qm9]")')
+        n_train = config.benchmark.kwargs["subset"] * 8 // 10
+        steps_per_epoch = n_train // config.train.batch_size
+    else:
+        bench = make_benchmark(name, **dict(config.benchmark.kwargs))
+        steps_per_epoch = len(bench.split("train")) // config.train.batch_size
+    # Enough epochs for the gap tracker's second-epoch base window and IGB's schedules.
+    assert config.train.steps >= 15 * steps_per_epoch
+
+
+def test_mean_rank_with_mixed_directions() -> None:
+    # Multi-Digits-like metrics: two accuracies (higher is better), MAE and MSE (lower is better).
+    directions = [True, True, False, False]
+    ranks = mean_rank(
+        {"ew": [0.90, 0.80, 1.0, 2.0], "si": [0.95, 0.80, 1.2, 2.5], "igb": [0.85, 0.70, 0.9, 1.5]},
+        directions,
+    )
+    assert ranks == pytest.approx(
+        {"ew": (2 + 1.5 + 2 + 2) / 4, "si": (1 + 1.5 + 3 + 3) / 4, "igb": (3 + 3 + 1 + 1) / 4}
+    )
+    with pytest.raises(ValueError, match="one value per metric"):
+        mean_rank({"ew": [1.0, 2.0]}, directions)
