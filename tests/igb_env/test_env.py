@@ -253,3 +253,11 @@ def test_docstring_table_generated_from_feature_table():
     assert (
         igb_env.observation_table(load_env_config({}).feature_spec).splitlines()[2].strip() in doc
     )
+
+
+def test_yaml_configs_load():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "configs" / "env"
+    assert load_env_config(root / "synthetic.yaml") == load_env_config({})
+    assert load_env_config(root / "tiny.yaml") == load_env_config({"preset": "tiny"})
