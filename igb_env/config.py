@@ -47,6 +47,10 @@ class EnvConfig:
         divergence_penalty: Reward of the step in which training diverges (non-finite loss).
         val_batch_size: Rows of the benchmark's ``val`` split in the fixed held-in validation batch
             of validation rewards (the first rows of the split).
+        variation: Draw each instance's benchmark arguments with the benchmark's
+            ``sample_variation`` (e.g. synthetic task scales, noise floors, label fractions,
+            relatedness), seeded by the instance seed; the arguments in ``benchmark`` stay fixed
+            (``n_tasks`` must be, so that every instance has the same observation layout).
         instances: ``[low, high)`` range of training instance seeds drawn at ``reset`` from the
             env's ``np_random``; ``reset(options={"instance": seed})`` picks one explicitly
             (held-out evaluation seeds, baselines).
@@ -64,6 +68,7 @@ class EnvConfig:
     ema: float = 0.9
     divergence_penalty: float = -10.0
     val_batch_size: int = 1000
+    variation: bool = False
     instances: tuple[int, int] = (0, 1_000_000)
 
     def __post_init__(self) -> None:

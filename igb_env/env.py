@@ -256,16 +256,30 @@ class BenchmarkCache:
     Args:
         spec: Benchmark name and arguments.
         size: Instances kept.
+        variation: Draw each instance's arguments with the benchmark's ``sample_variation`` from
+            a generator seeded by the instance seed (the arguments in ``spec`` stay fixed).
     """
 
-    def __init__(self, spec: MethodSpec, size: int = 2) -> None:
+    def __init__(self, spec: MethodSpec, size: int = 2, variation: bool = False) -> None:
         self.spec = spec
         self.size = size
+        self.variation = variation
         self._items: OrderedDict[int, Benchmark] = OrderedDict()
         cls = BENCHMARKS.get(spec.name)
-        self.seeded = (
+        self.seeded = variation or (
             cls is not None and "seed" in valid_arguments(cls) and "seed" not in spec.kwargs
         )
+
+    def kwargs_for(self, instance: int) -> dict[str, Any]:
+        """Constructor arguments of the benchmark of ``instance``."""
+        kwargs = dict(self.spec.kwargs)
+        if self.variation:
+            cls = BENCHMARKS[self.spec.name]
+            rng = np.random.default_rng(np.random.SeedSequence(int(instance)))
+            return cls.sample_variation(rng, **kwargs)
+        if self.seeded:
+            kwargs["seed"] = int(instance)
+        return kwargs
 
     def get(self, instance: int) -> Benchmark:
         """The benchmark of ``instance`` (data seeded by it when the benchmark takes a seed)."""
@@ -273,10 +287,7 @@ class BenchmarkCache:
         if key in self._items:
             self._items.move_to_end(key)
             return self._items[key]
-        kwargs = dict(self.spec.kwargs)
-        if self.seeded:
-            kwargs["seed"] = key
-        bench = make_benchmark(self.spec.name, **kwargs)
+        bench = make_benchmark(self.spec.name, **self.kwargs_for(key))
         self._items[key] = bench
         while len(self._items) > self.size:
             self._items.popitem(last=False)
@@ -329,7 +340,8 @@ class IGBEnv(gym.Env[np.ndarray, np.ndarray]):
     ## Starting State
 
     ``reset`` draws an instance seed uniformly from ``instances`` with the env's ``np_random``
-    (``options={"instance": seed}`` picks one), builds a fresh trainer, runs the base window
+    (``options={"instance": seed}`` picks one; with ``variation=True`` the seed also draws the
+    benchmark's variation, e.g. task scales), builds a fresh trainer, runs the base window
     (``train.base_window``, unit weights on log losses until the base losses exist, then the
     action map at ``a = 0``) and absorbs the first decision's batch. The base window counts toward
     the budget ``train.steps``.
@@ -348,7 +360,8 @@ class IGBEnv(gym.Env[np.ndarray, np.ndarray]):
     ``igb_env.make_env(config)``; ``config`` is an ``EnvConfig``, a mapping of its fields (with an
     optional ``preset``, e.g. ``"tiny"``) or a YAML path. Fields: ``benchmark``, ``balancer``,
     ``train``, ``steps_per_action``, ``action_mode``, ``tau``, ``reward``, ``reward_scale``,
-    ``history``, ``ema``, ``divergence_penalty``, ``val_batch_size``, ``instances`` (see
+    ``history``, ``ema``, ``divergence_penalty``, ``val_batch_size``, ``variation``,
+    ``instances`` (see
     ``igb_env.config.EnvConfig``). ``info`` holds ``instance``, ``train_step``, ``weights`` (mean
     weights applied in the step), ``gaps`` (current raw gaps), ``diverged`` and, with a validation
     reward, ``val_losses``; no wall-clock values.
@@ -372,7 +385,7 @@ class IGBEnv(gym.Env[np.ndarray, np.ndarray]):
     ) -> None:
         self.config = _resolve(config, overrides)
         self.render_mode = render_mode
-        self._benchmarks = BenchmarkCache(self.config.benchmark)
+        self._benchmarks = BenchmarkCache(self.config.benchmark, variation=self.config.variation)
         probe = self._benchmarks.get(self.config.instances[0])
         self.n_tasks = probe.n_tasks
         self.task_names = tuple(probe.task_names)
@@ -402,9 +415,13 @@ class IGBEnv(gym.Env[np.ndarray, np.ndarray]):
         if instance is None:
             low, high = self.config.instances
             instance = int(self.np_random.integers(low, high))
-        episode = Episode(
-            self.config, self._benchmarks.get(int(instance)), self._weighting, int(instance)
-        )
+        bench = self._benchmarks.get(int(instance))
+        if bench.n_tasks != self.n_tasks:
+            raise ValueError(
+                f"instance {instance} has {bench.n_tasks} tasks but the env was built for "
+                f"{self.n_tasks}; fix n_tasks in the benchmark arguments"
+            )
+        episode = Episode(self.config, bench, self._weighting, int(instance))
         episode.start()
         self._episode = episode
         self._obs = self._clip(episode.observation())
@@ -549,7 +566,11 @@ def rollout_baseline(
     """
     cfg = load_env_config(config)
     spec = MethodSpec.parse(weighting, "weighting")
-    cache = benchmarks if benchmarks is not None else BenchmarkCache(cfg.benchmark)
+    cache = (
+        benchmarks
+        if benchmarks is not None
+        else BenchmarkCache(cfg.benchmark, variation=cfg.variation)
+    )
     episode = Episode(
         cfg, cache.get(instance), make_weighting(spec.name, **dict(spec.kwargs)), instance
     )

@@ -261,3 +261,25 @@ def test_yaml_configs_load():
     root = Path(__file__).resolve().parents[2] / "configs" / "env"
     assert load_env_config(root / "synthetic.yaml") == load_env_config({})
     assert load_env_config(root / "tiny.yaml") == load_env_config({"preset": "tiny"})
+
+
+def test_variation_instances():
+    cfg = {**SMALL, "benchmark": {"name": "synthetic", "n_train": 400, "n_val": 100, "n_test": 100}}
+    env = make_env({**cfg, "variation": True})
+    env.reset(options={"instance": 3})
+    assert env.episode is not None
+    first = env.episode.benchmark.config()
+    env.reset(options={"instance": 4})
+    assert env.episode is not None
+    second = env.episode.benchmark.config()
+    assert first["scales"] != second["scales"] and first["n_train"] == second["n_train"] == 400
+    env.reset(options={"instance": 3})
+    assert env.episode is not None and env.episode.benchmark.config() == first
+    fixed = make_env(cfg)
+    fixed.reset(options={"instance": 3})
+    assert fixed.episode is not None and fixed.episode.benchmark.config()["scales"] == [
+        1.0,
+        10.0,
+        100.0,
+    ]
+    assert rollout_baseline({**cfg, "variation": True}, "si", 3).rewards
