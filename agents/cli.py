@@ -19,6 +19,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agents.commands.online",
     "agents.commands.tune_static",
     "agents.commands.train_agent",
+    "agents.commands.compare",
+    "agents.commands.export",
+    "agents.commands.quickstart",
 )
 
 

@@ -28,7 +28,7 @@ import json
 import multiprocessing
 import time
 from collections.abc import Mapping
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,8 @@ from mtl_backends.config import from_dict, load_yaml, to_dict
 from mtl_backends.registry import ConfigError
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC}
-ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
+# The activations the standalone PolicyNetwork can rebuild (mtl_backends.weightings.policy).
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
 VEC_ENVS: tuple[str, ...] = ("dummy", "subproc")
 REFERENCE_BASELINES: tuple[str, ...] = ("ew", "igbv1")
 
@@ -92,8 +93,9 @@ class AgentConfig:
 
     Attributes:
         algorithm: ``ppo`` or ``sac``.
-        policy_kwargs: SB3 ``policy_kwargs``; ``activation_fn`` is a name (``tanh``, ``relu``,
-            ``elu``), everything else goes to SB3 unchanged (``net_arch``, ``log_std_init``, ...).
+        policy_kwargs: SB3 ``policy_kwargs``; ``activation_fn`` is a name (``tanh`` or ``relu``, the
+            ones an export can rebuild), everything else goes to SB3 unchanged (``net_arch``,
+            ``log_std_init``, ...).
         hyperparameters: Keyword arguments of the SB3 algorithm (``n_steps``, ``batch_size``, ...).
         total_timesteps: Timestep cap (env steps over all sub-envs).
         time_budget_s: Wall-clock budget in seconds (``None``: none); training stops at whichever
@@ -194,6 +196,17 @@ def _make_worker_env(env_config: dict[str, Any]) -> Any:
     return make_env(env_config)
 
 
+def preload_workers() -> None:
+    """Have the forkserver import torch, SB3 and the env once, so each worker starts in a blink.
+
+    ``SubprocVecEnv`` and the process pools here start their workers through the one forkserver
+    of this process; without a preload every worker re-imports torch (seconds each). No effect once
+    the forkserver runs.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["torch", "stable_baselines3", "igb_env", "agents.train"])
+
+
 def make_vec_env(config: AgentConfig) -> VecEnv:
     """``config.n_envs`` envs, vectorised, seeded by ``SeedSequence``, under ``VecMonitor``.
 
@@ -201,6 +214,8 @@ def make_vec_env(config: AgentConfig) -> VecEnv:
     ``venv.seed(seed)`` is called.
     """
     fns = [functools.partial(_make_worker_env, dict(config.env)) for _ in range(config.n_envs)]
+    if config.vec_env == "subproc":
+        preload_workers()
     venv: VecEnv = SubprocVecEnv(fns) if config.vec_env == "subproc" else DummyVecEnv(fns)  # type: ignore[arg-type]
     venv = SeedSequenceVecEnv(venv)
     venv.seed(config.seed)
@@ -236,7 +251,11 @@ def _rollout_return(env_config: dict[str, Any], weighting: str, instance: int) -
 
 
 def reference_returns(
-    env_config: Mapping[str, Any], n_instances: int, seed: int, workers: int = 1
+    env_config: Mapping[str, Any],
+    n_instances: int,
+    seed: int,
+    workers: int = 1,
+    executor: Executor | None = None,
 ) -> dict[str, float]:
     """Mean episode return of EW and IGBv1 on ``n_instances`` training instances.
 
@@ -248,14 +267,18 @@ def reference_returns(
         env_config: Env configuration.
         n_instances: Number of instances (0: none).
         seed: Seed of the instance draw.
-        workers: Processes to spread the rollouts over.
+        workers: Processes to spread the rollouts over (when no ``executor`` is given).
+        executor: Where to run the rollouts (e.g. a caller's process pool).
     """
     if n_instances < 1:
         return {}
     low, high = load_env_config(dict(env_config)).instances
     instances = [int(i) for i in np.random.default_rng(seed).integers(low, high, n_instances)]
     jobs = [(dict(env_config), name, inst) for name in REFERENCE_BASELINES for inst in instances]
-    if workers > 1:
+    if executor is not None:
+        returns = list(executor.map(_rollout_return, *zip(*jobs, strict=True)))
+    elif workers > 1:
+        preload_workers()
         context = multiprocessing.get_context("forkserver")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             returns = list(pool.map(_rollout_return, *zip(*jobs, strict=True)))
@@ -272,6 +295,7 @@ def train_agent(
     config: AgentConfig | Mapping[str, Any] | str | Path,
     out_dir: str | Path,
     progress_bar: bool = True,
+    executor: Executor | None = None,
 ) -> Path:
     """Train an agent and write its run folder.
 
@@ -279,6 +303,8 @@ def train_agent(
         config: An ``AgentConfig``, its mapping form, or a YAML path.
         out_dir: Run folder (created).
         progress_bar: Show a tqdm bar.
+        executor: Where to run the EW/IGBv1 reference rollouts (default: a process pool of
+            ``n_envs`` workers with ``subproc``, else in-process).
 
     Returns:
         The run folder.
@@ -301,7 +327,9 @@ def train_agent(
         # 2. Reference lines: EW and IGBv1 on a few training instances (before the env workers
         # start, so the two do not compete for the cores).
         workers = config.n_envs if config.vec_env == "subproc" else 1
-        references = reference_returns(config.env, config.reference_instances, config.seed, workers)
+        references = reference_returns(
+            config.env, config.reference_instances, config.seed, workers, executor
+        )
 
         # 3. The envs, the agent and its callbacks.
         venv = make_vec_env(config)

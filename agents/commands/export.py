@@ -1,0 +1,24 @@
+"""``igb export RUN``: write a trained agent as a standalone policy (no SB3 needed to load it)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``export`` subcommand."""
+    p = subparsers.add_parser("export", help="export an agent run as a standalone policy folder")
+    p.add_argument("run", help="agent run folder (from `igb train-agent`)")
+    p.add_argument("--out", help="policy folder (default RUN/policy)")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``igb export``."""
+    from agents.export import export_run
+
+    out = export_run(args.run, Path(args.out) if args.out else None)
+    print(f"policy written to {out}")
+    return 0
