@@ -1,0 +1,523 @@
+"""The report of ``igb compare``: ``results.csv``, ``results.md`` and PNG plots, from cell records.
+
+Everything here is recomputed from the cell files, so a resumed comparison reports exactly what a
+single uninterrupted one would. Δm (lower is better) and Δp (higher is better) are reported side by
+side, never combined (``mtl_backends.metrics``).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from agents.compare import BenchmarkEntry, Cell, ExperimentConfig, GridPlan
+
+CSV_NAME = "results.csv"
+MD_NAME = "results.md"
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics
+# ---------------------------------------------------------------------------------------------
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (``ddof = 1``; NaN for fewer than two values)."""
+    a = np.asarray(values, dtype=np.float64)
+    if a.size == 0:
+        return math.nan, math.nan
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else math.nan
+
+
+def paired_ci(diffs: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of paired differences and its two-sided t confidence interval.
+
+    Args:
+        diffs: Per-seed differences (method minus baseline, same seed).
+        level: Confidence level.
+
+    Returns:
+        ``(mean, low, high)``; the bounds are NaN for fewer than two pairs.
+    """
+    from scipy import stats
+
+    a = np.asarray(diffs, dtype=np.float64)
+    if a.size == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(a.mean())
+    if a.size < 2:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + level / 2.0, a.size - 1) * a.std(ddof=1) / math.sqrt(a.size))
+    return mean, mean - half, mean + half
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Row:
+    """The cells of one table row (one weighting x balancer on one benchmark), by seed.
+
+    Attributes:
+        label: Row label.
+        weighting: Weighting label.
+        balancer: Balancer label.
+        weighting_name: Weighting registry name.
+        balancer_name: Balancer registry name.
+        flat: Whether the balancer runs under the flat wrapper.
+        records: Seed -> successful cell record.
+    """
+
+    label: str
+    weighting: str
+    balancer: str
+    weighting_name: str
+    balancer_name: str
+    flat: bool
+    records: dict[int, dict[str, Any]]
+
+    def values(self, key: str) -> dict[int, float]:
+        """Seed -> a finite top-level number of the records (e.g. ``delta_m``)."""
+        out: dict[int, float] = {}
+        for seed, rec in self.records.items():
+            v = rec.get(key)
+            if isinstance(v, int | float) and math.isfinite(v):
+                out[seed] = float(v)
+        return out
+
+    def metric(self, name: str) -> dict[int, float]:
+        """Seed -> test value of metric ``name``."""
+        return {
+            s: float(r["metrics"]["test"][name])
+            for s, r in self.records.items()
+            if name in r.get("metrics", {}).get("test", {})
+        }
+
+
+def _rows(
+    bench: BenchmarkEntry, plan: GridPlan, records: Mapping[str, dict[str, Any]]
+) -> list[Row]:
+    rows: dict[str, Row] = {}
+    for cell in plan.cells:
+        if cell.benchmark.display != bench.display:
+            continue
+        row = rows.setdefault(
+            cell.row,
+            Row(
+                cell.row,
+                cell.weighting.display,
+                cell.balancer.display,
+                cell.weighting.name,
+                cell.balancer.name,
+                cell.balancer.flat_rho is not None,
+                {},
+            ),
+        )
+        rec = records.get(cell.key)
+        if rec is not None and rec.get("status") == "ok":
+            row.records[cell.seed] = rec
+    return list(rows.values())
+
+
+def _baseline_row(rows: Sequence[Row], baseline: str, row: Row) -> Row | None:
+    """The baseline weighting's row with the same balancer (else with plain ``sum``)."""
+    candidates = [r for r in rows if baseline in (r.weighting, r.weighting_name)]
+    for r in candidates:
+        if r.balancer == row.balancer and r.flat == row.flat:
+            return r
+    for r in candidates:
+        if r.balancer_name == "sum" and not r.flat:
+            return r
+    return None
+
+
+def _ew_row(rows: Sequence[Row]) -> Row | None:
+    for r in rows:
+        if r.weighting_name == "ew" and r.balancer_name == "sum" and not r.flat:
+            return r
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Formatting
+# ---------------------------------------------------------------------------------------------
+def _fmt(x: float, digits: int = 2) -> str:
+    return "–" if not math.isfinite(x) else f"{x:+.{digits}f}"
+
+
+def _fmt_pm(values: Sequence[float], signed: bool = True, sig: int | None = None) -> str:
+    m, s = mean_std(values)
+    if not math.isfinite(m):
+        return "–"
+    if sig is not None:
+        core, spread = f"{m:.{sig}g}", "–" if not math.isfinite(s) else f"{s:.2g}"
+    elif signed:
+        core, spread = f"{m:+.2f}", "–" if not math.isfinite(s) else f"{s:.2f}"
+    else:
+        core, spread = f"{m:.2f}", "–" if not math.isfinite(s) else f"{s:.2f}"
+    return f"{core} ± {spread}"
+
+
+def _fmt_ci(mean: float, low: float, high: float) -> str:
+    if not math.isfinite(mean):
+        return "–"
+    if not math.isfinite(low):
+        return f"{mean:+.2f} (n<2)"
+    return f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+
+def _bold(text: str, on: bool) -> str:
+    return f"**{text}**" if on and text != "–" else text
+
+
+def _best(means: Sequence[float], higher: bool) -> int | None:
+    finite = [(m, i) for i, m in enumerate(means) if math.isfinite(m)]
+    if len(finite) < 2:
+        return None
+    return (max(finite) if higher else min(finite))[1]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "benchmark"
+
+
+def _selection_text(config: ExperimentConfig, bench: BenchmarkEntry) -> str:
+    rule, every = config.selection_of(bench)
+    if rule == "best_val":
+        return (
+            f"test metrics at the evaluation with the best validation Δm (evaluated every {every} "
+            f"steps and at the end of the {bench.train.steps}-step budget); never selected on test"
+        )
+    return f"final model after the {bench.train.steps}-step budget, test split"
+
+
+def _table(
+    config: ExperimentConfig, bench: BenchmarkEntry, rows: Sequence[Row]
+) -> tuple[list[str], list[str]]:
+    """Markdown lines of one benchmark's table and its notes."""
+    specs: list[dict[str, Any]] = []
+    for r in rows:
+        for rec in r.records.values():
+            specs = list(rec.get("metric_specs", []))
+            break
+        if specs:
+            break
+    base_label = config.baseline
+    ew = _ew_row(rows)
+    ew_cpu = mean_std(list(ew.values("cpu_time_s").values()))[0] if ew else math.nan
+    dm_means = [mean_std(list(r.values("delta_m").values()))[0] for r in rows]
+    dp_means = [mean_std(list(r.values("delta_p").values()))[0] for r in rows]
+    best_dm, best_dp = _best(dm_means, higher=False), _best(dp_means, higher=True)
+    metric_best = {
+        s["name"]: _best(
+            [mean_std(list(r.metric(s["name"]).values()))[0] for r in rows],
+            higher=bool(s["higher_is_better"]),
+        )
+        for s in specs
+    }
+    header = ["Method", "seeds", "Δm% ↓", f"Δm − {base_label}", "Δp% ↑", f"Δp − {base_label}"]
+    header += [f"{s['name']} {'↑' if s['higher_is_better'] else '↓'}" for s in specs]
+    header += ["CPU vs EW"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for i, r in enumerate(rows):
+        dm, dp = r.values("delta_m"), r.values("delta_p")
+        base = _baseline_row(rows, base_label, r)
+        cells = [r.label, str(len(r.records))]
+        cells.append(_bold(_fmt_pm(list(dm.values())), i == best_dm))
+        cells.append(_ci_cell(r, base, "delta_m"))
+        cells.append(_bold(_fmt_pm(list(dp.values())), i == best_dp))
+        cells.append(_ci_cell(r, base, "delta_p"))
+        for s in specs:
+            vals = list(r.metric(s["name"]).values())
+            cells.append(_bold(_fmt_pm(vals, sig=4), metric_best[s["name"]] == i))
+        cpu = mean_std(list(r.values("cpu_time_s").values()))[0]
+        cells.append("–" if not (math.isfinite(cpu) and ew_cpu > 0) else f"{cpu / ew_cpu:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines, [s["name"] for s in specs]
+
+
+def _ci_cell(row: Row, base: Row | None, key: str) -> str:
+    if base is None:
+        return "–"
+    if base is row:
+        return "(reference)"
+    mine, theirs = row.values(key), base.values(key)
+    seeds = sorted(set(mine) & set(theirs))
+    return _fmt_ci(*paired_ci([mine[s] - theirs[s] for s in seeds]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Writers
+# ---------------------------------------------------------------------------------------------
+def write_csv(
+    plan: GridPlan, records: Mapping[str, dict[str, Any]], path: Path
+) -> list[dict[str, Any]]:
+    """One row per cell (every seed), including failed, skipped and excluded cells."""
+    rows: list[dict[str, Any]] = []
+    metric_names: list[str] = []
+
+    def base(cell: Cell) -> dict[str, Any]:
+        return {
+            "benchmark": cell.benchmark.display,
+            "weighting": cell.weighting.display,
+            "balancer": cell.balancer.display,
+            "flat_rho": "" if cell.balancer.flat_rho is None else cell.balancer.flat_rho,
+            "seed": cell.seed,
+            "selection": cell.selection,
+            "cell_key": cell.key,
+        }
+
+    for cell in plan.cells:
+        rec = records.get(cell.key)
+        row = base(cell)
+        if rec is None:
+            row["status"] = "missing"
+        else:
+            prov = rec.get("provenance", {})
+            row.update(
+                status=rec.get("status"),
+                delta_m=rec.get("delta_m", ""),
+                delta_p=rec.get("delta_p", ""),
+                val_delta_m=rec.get("val_delta_m", ""),
+                selected_step=rec.get("selected_step", ""),
+                wall_time_s=rec.get("wall_time_s", ""),
+                cpu_time_s=rec.get("cpu_time_s", ""),
+                git_commit=prov.get("git", {}).get("commit", "unknown"),
+                config_hash=prov.get("config_hash", ""),
+                error=_last_line(rec.get("error") or rec.get("reason") or ""),
+            )
+            for name, value in rec.get("metrics", {}).get("test", {}).items():
+                col = f"test/{name}"
+                if col not in metric_names:
+                    metric_names.append(col)
+                row[col] = value
+        rows.append(row)
+    for cell, reason in plan.skipped:
+        rows.append({**base(cell), "status": "skipped", "error": reason})
+    fields = [
+        "benchmark",
+        "weighting",
+        "balancer",
+        "flat_rho",
+        "seed",
+        "selection",
+        "status",
+        "delta_m",
+        "delta_p",
+        "val_delta_m",
+        "selected_step",
+        "wall_time_s",
+        "cpu_time_s",
+        *metric_names,
+        "git_commit",
+        "config_hash",
+        "cell_key",
+        "error",
+    ]
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in str(text).strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def write_markdown(
+    config: ExperimentConfig,
+    plan: GridPlan,
+    records: Mapping[str, dict[str, Any]],
+    path: Path,
+    provenance: Mapping[str, Any],
+) -> str:
+    """Write ``results.md`` (one table per benchmark, then failed and skipped cells)."""
+    git = provenance.get("git", {})
+    commit = str(git.get("commit", "unknown"))
+    dirty = " (uncommitted changes)" if git.get("dirty") else ""
+    statuses = [records.get(c.key, {}).get("status", "missing") for c in plan.cells]
+    versions: dict[str, str] = {}
+    cpu_total = 0.0
+    for c in plan.cells:
+        rec = records.get(c.key, {})
+        versions = versions or rec.get("provenance", {}).get("versions", {})
+        cpu_total += float(rec.get("cpu_time_s") or 0.0)
+    lines = [
+        "# Comparison results",
+        "",
+        f"Config: `{provenance.get('config_path') or '(in memory)'}` "
+        f"(hash `{provenance.get('config_hash', '')}`); commit `{commit[:12]}`{dirty}; "
+        f"seeds {', '.join(map(str, config.seeds))}; "
+        + ", ".join(f"{k} {v}" for k, v in versions.items())
+        + f"; written {time.strftime('%Y-%m-%d %H:%M')}.",
+        "",
+        f"Cells: {statuses.count('ok')} ok, {statuses.count('failed')} failed, "
+        f"{statuses.count('missing')} missing, "
+        f"{len(plan.skipped) + statuses.count('skipped')} skipped; "
+        f"total CPU time of the cells {cpu_total:.1f} s (one torch thread per cell).",
+        "",
+        "Δm% (Maninis et al.; mean over all metrics; lower is better) and Δp% (LibMTL; mean over "
+        "tasks; higher is better) are taken against single-task references trained with the same "
+        "budget, data order and seed (final STL models); they are separate conventions and never "
+        "mixed. Values are mean ± sample std over seeds. "
+        f"`Δm − {config.baseline}` / `Δp − {config.baseline}`: mean paired difference to "
+        f"{config.baseline} with the same balancer (else with `sum`) over the seeds both have, "
+        "with its 95% t-interval (Student t, n − 1 dof). CPU vs EW: mean CPU time of the cell "
+        "relative to EW + sum on the same benchmark. Best mean in bold.",
+        "",
+    ]
+    for bench in config.benchmarks:
+        rows = _rows(bench, plan, records)
+        lines += [f"## {bench.display}", ""]
+        lines += [
+            f"Model selection: {_selection_text(config, bench)}. "
+            f"Training: {bench.train.steps} steps, batch {bench.train.batch_size}, "
+            f"{bench.train.optimizer} lr {bench.train.lr:g} ({bench.train.lr_schedule}).",
+            "",
+        ]
+        table, _ = _table(config, bench, rows)
+        lines += [*table, ""]
+        pngs = sorted(path.parent.glob(f"*_{_slug(bench.display)}.png"))
+        for png in pngs:
+            lines.append(f"![{png.stem}]({png.name})")
+        if pngs:
+            lines.append("")
+    failed = [
+        (c, records[c.key]) for c in plan.cells if records.get(c.key, {}).get("status") == "failed"
+    ]
+    if failed:
+        lines += [
+            "## Failed cells",
+            "",
+            "| Benchmark | Method | Seed | Error |",
+            "|---|---|---|---|",
+        ]
+        for c, rec in failed:
+            err = _last_line(rec.get("error", "")).replace("|", "\\|")
+            lines.append(f"| {c.benchmark.display} | {c.row} | {c.seed} | {err} |")
+        lines.append("")
+        lines.append("Full tracebacks: `cells/<key>.json` (`error`); rerun with `--retry-failed`.")
+        lines.append("")
+    skipped = [(c, reason) for c, reason in plan.skipped]
+    skipped += [
+        (c, str(records[c.key].get("reason", "")))
+        for c in plan.cells
+        if records.get(c.key, {}).get("status") == "skipped"
+    ]
+    if skipped:
+        reasons: dict[tuple[str, str], str] = {}
+        for c, reason in skipped:
+            reasons.setdefault((c.benchmark.display, c.row), reason)
+        lines += ["## Skipped combinations", "", "| Benchmark | Method | Reason |", "|---|---|---|"]
+        for (b, row), reason in reasons.items():
+            lines.append(f"| {b} | {row} | {reason} |")
+        lines.append("")
+    text = "\n".join(lines)
+    path.write_text(text)
+    return text
+
+
+def write_plots(
+    config: ExperimentConfig,
+    plan: GridPlan,
+    records: Mapping[str, dict[str, Any]],
+    out_dir: Path,
+) -> list[Path]:
+    """Δm bars (mean ± std) per benchmark and weight / gap trajectories of the chosen cells."""
+    from agents.compare import CellSelector
+
+    if not config.plots.delta_m_bars and config.plots.trajectory_points == 0:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written: list[Path] = []
+    for bench in config.benchmarks:
+        slug = _slug(bench.display)
+        rows = [r for r in _rows(bench, plan, records) if r.values("delta_m")]
+        if config.plots.delta_m_bars and rows:
+            stats = [mean_std(list(r.values("delta_m").values())) for r in rows]
+            fig, ax = plt.subplots(figsize=(max(4.0, 0.8 * len(rows) + 1.5), 3.6))
+            x = np.arange(len(rows))
+            means = [m for m, _ in stats]
+            errs = [0.0 if not math.isfinite(s) else s for _, s in stats]
+            colors = ["tab:blue" if m <= 0 else "tab:red" for m in means]
+            ax.bar(x, means, yerr=errs, capsize=3, color=colors, alpha=0.8)
+            ax.axhline(0.0, color="black", lw=0.8)
+            ax.set_xticks(x, [r.label for r in rows], rotation=35, ha="right", fontsize=8)
+            ax.set_ylabel("Δm % (lower is better)")
+            ax.set_title(f"{bench.display}: Δm vs STL, mean ± std over seeds", fontsize=9)
+            fig.tight_layout()
+            path = out_dir / f"delta_m_{slug}.png"
+            fig.savefig(path, dpi=90)
+            plt.close(fig)
+            written.append(path)
+        selectors = config.plots.trajectories or (
+            CellSelector(balancer="sum", seed=config.seeds[0]),
+        )
+        chosen = [
+            (c, records[c.key])
+            for c in plan.cells
+            if c.benchmark.display == bench.display
+            and any(s.matches(c) for s in selectors)
+            and records.get(c.key, {}).get("status") == "ok"
+            and records[c.key].get("trajectories", {}).get("steps")
+        ]
+        for kind in ("weights", "gaps"):
+            if not chosen:
+                break
+            n = len(chosen)
+            fig, axes = plt.subplots(
+                1, n, figsize=(3.2 * n + 0.6, 3.0), squeeze=False, sharey=(kind == "gaps")
+            )
+            for ax, (cell, rec) in zip(axes[0], chosen, strict=True):
+                traj = rec["trajectories"]
+                steps = traj["steps"] if kind == "weights" else traj["gap_steps"]
+                values = np.asarray(traj[kind], dtype=np.float64)
+                names = rec.get("task_names") or [f"t{i + 1}" for i in range(values.shape[-1])]
+                if values.size:
+                    for t, name in enumerate(names):
+                        ax.plot(steps, values[:, t], lw=1.0, label=name)
+                if kind == "gaps":
+                    ax.set_yscale("log")
+                ax.set_title(f"{cell.row} (seed {cell.seed})", fontsize=8)
+                ax.set_xlabel("step", fontsize=8)
+                ax.tick_params(labelsize=7)
+            axes[0][0].set_ylabel(
+                "task weight" if kind == "weights" else "improvable gap L/L_base", fontsize=8
+            )
+            axes[0][-1].legend(fontsize=7)
+            fig.suptitle(f"{bench.display}: {kind} over training", fontsize=9)
+            fig.tight_layout()
+            path = out_dir / f"{kind}_{slug}.png"
+            fig.savefig(path, dpi=90)
+            plt.close(fig)
+            written.append(path)
+    return written
+
+
+def write_report(
+    config: ExperimentConfig,
+    plan: GridPlan,
+    records: Mapping[str, dict[str, Any]],
+    out_dir: Path,
+    provenance: Mapping[str, Any],
+) -> list[Path]:
+    """Write ``results.csv``, the PNG plots and ``results.md``; return their paths."""
+    csv_path = out_dir / CSV_NAME
+    write_csv(plan, records, csv_path)
+    pngs = write_plots(config, plan, records, out_dir)
+    md_path = out_dir / MD_NAME
+    write_markdown(config, plan, records, md_path, provenance)
+    return [csv_path, md_path, *pngs]

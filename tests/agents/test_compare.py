@@ -1,0 +1,165 @@
+"""``igb compare``: the smoke grid end to end, resume, a crashing cell, and the Ray backend."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from agents.commands import compare as compare_command
+from agents.compare import (
+    CompareSummary,
+    ExperimentConfig,
+    MissingExtraError,
+    compare,
+    experiment_from_dict,
+    plan_grid,
+)
+from mtl_backends.registry import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = ROOT / "configs" / "experiments" / "smoke.yaml"
+MAIN = ROOT / "configs" / "experiments" / "igb_vs_rl.yaml"
+
+
+def _smoke_dict(stl: Path) -> dict[str, Any]:
+    data = yaml.safe_load(SMOKE.read_text())
+    data["stl_cache"] = str(stl)
+    return data
+
+
+def _tiny(stl: Path, **changes: Any) -> ExperimentConfig:
+    """One tiny benchmark of the smoke experiment, one seed, EW and IGBv1 with sum."""
+    data = _smoke_dict(stl)
+    data["benchmarks"] = data["benchmarks"][:1]
+    data.update(weightings=["ew", "igbv1"], balancers=["sum"], seeds=[0])
+    data.update(changes)
+    return experiment_from_dict(data)
+
+
+def _numbers(out: Path) -> dict[str, tuple[str, str, str]]:
+    with (out / "results.csv").open() as fh:
+        return {
+            r["cell_key"]: (r["status"], r["delta_m"], r["delta_p"]) for r in csv.DictReader(fh)
+        }
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, int]:
+    """The smoke experiment run once through the command line (2 workers)."""
+    tmp = tmp_path_factory.mktemp("smoke")
+    config = tmp / "smoke.yaml"
+    config.write_text(yaml.safe_dump(_smoke_dict(tmp / "stl")))
+    parser = argparse.ArgumentParser()
+    compare_command.register(parser.add_subparsers())
+    out = tmp / "out"
+    args = parser.parse_args(
+        ["compare", str(config), "--out", str(out), "--workers", "2", "--no-progress"]
+    )
+    code = args.func(args)
+    return out, tmp / "stl", code
+
+
+def test_smoke_end_to_end_writes_table_csv_and_plots(smoke: tuple[Path, Path, int]) -> None:
+    out, _, code = smoke
+    assert code == 0
+    md = (out / "results.md").read_text()
+    assert "## synthetic-tiny" in md and "## synthetic-tiny-T2" in md
+    assert " ± " in md and "**" in md
+    assert "best validation Δm" in md and "final model" in md  # the selection rule is stated
+    assert "transform conflict" in md  # ew + db_mtl skipped with its reason
+    assert "CPU vs EW" in md and "| EW | 2 |" in md
+    assert list(out.glob("delta_m_*.png")) and list(out.glob("weights_*.png"))
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert len(ok) == 20 and sum(r["status"] == "skipped" for r in rows) == 4
+    assert all(math.isfinite(float(r["delta_m"])) for r in ok)
+    cell = json.loads(next((out / "cells").glob("*.json")).read_text())
+    prov = cell["provenance"]
+    assert prov["config_hash"] and prov["git"]["commit"] and prov["seed"] in (0, 1)
+    assert set(prov["versions"]) == {"python", "torch", "numpy", "igb-rl"}
+    assert cell["cpu_time_s"] > 0 and cell["wall_time_s"] > 0
+    assert cell["trajectories"]["weights"] and cell["metrics"]["test"]
+
+
+def test_resume_skips_finished_cells_and_reproduces_numbers(
+    smoke: tuple[Path, Path, int],
+) -> None:
+    out, stl, _ = smoke
+    before = _numbers(out)
+    mtimes = {p: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}
+    (out / "results.md").unlink()
+    summary = compare(experiment_from_dict(_smoke_dict(stl)), out, workers=2, progress_bar=False)
+    assert summary.computed == 0 and summary.reused == 20 and summary.failed == 0
+    assert {p: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")} == mtimes
+    assert (out / "results.md").is_file()
+    assert _numbers(out) == before
+
+
+def test_a_crashing_cell_is_recorded_and_the_grid_completes(
+    smoke: tuple[Path, Path, int], tmp_path: Path
+) -> None:
+    # beta = 5 passes config loading (a valid argument name) but DB-MTL's constructor rejects it
+    # inside the worker. STL references come from the smoke run's cache; no plots.
+    config = _tiny(
+        smoke[1],
+        weightings=["igbv1"],
+        balancers=["sum", {"name": "db_mtl", "beta": 5.0, "label": "DB-MTL-bad"}],
+        plots={"delta_m_bars": False, "trajectory_points": 0},
+    )
+    summary = compare(config, tmp_path / "out", workers=1, progress_bar=False)
+    assert isinstance(summary, CompareSummary)
+    assert summary.computed == 2 and summary.failed == 1
+    records = [json.loads(p.read_text()) for p in (tmp_path / "out" / "cells").glob("*.json")]
+    by_status = {r["status"]: r for r in records}
+    assert set(by_status) == {"ok", "failed"}
+    assert "DB-MTL beta must be in [0, 1]" in by_status["failed"]["error"]
+    assert "Traceback" in by_status["failed"]["error"]
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "## Failed cells" in md and "DB-MTL-bad" in md
+    # A rerun keeps the failure (no recomputation) unless asked to retry.
+    again = compare(config, tmp_path / "out", workers=1, progress_bar=False)
+    assert again.computed == 0 and again.failed == 1
+
+
+def test_config_errors_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown key"):
+        experiment_from_dict({**_smoke_dict(tmp_path), "bogus": 1})
+    with pytest.raises(ConfigError, match="unknown loss weighting 'nope'"):
+        _tiny(tmp_path, weightings=["nope"])
+    with pytest.raises(ConfigError, match="got unknown argument"):
+        _tiny(tmp_path, balancers=[{"name": "db_mtl", "betta": 0.5}])
+    with pytest.raises(ConfigError, match="needs eval_every"):
+        _tiny(tmp_path, selection="best_val")
+    excluded = _tiny(tmp_path, exclude=[{"weighting": "EW"}])
+    plan = plan_grid(excluded)
+    assert [c.weighting.name for c in plan.cells] == ["igbv1"]
+    assert plan.skipped[0][1] == "excluded by the experiment config"
+
+
+def test_main_experiment_config_loads() -> None:
+    config = experiment_from_dict(yaml.safe_load(MAIN.read_text()))
+    assert len(config.seeds) >= 5
+    assert {"ew", "si", "igbv1"} <= {w.name for w in config.weightings}
+    assert {"sum", "db_mtl", "imgrad"} <= {b.name for b in config.balancers}
+
+
+def test_ray_backend_matches_local(smoke: tuple[Path, Path, int], tmp_path: Path) -> None:
+    if importlib.util.find_spec("ray") is None:
+        with pytest.raises(MissingExtraError, match=r'pip install -e "\.\[ray\]"'):
+            compare(_tiny(tmp_path / "stl"), tmp_path / "ray", backend="ray")
+        pytest.skip('ray is not installed (pip install -e ".[ray]")')
+    out, stl, _ = smoke
+    config = _tiny(stl)  # the same cells as in the smoke grid (same keys)
+    summary = compare(config, tmp_path / "ray", workers=2, backend="ray", progress_bar=False)
+    assert summary.computed == 2 and summary.failed == 0
+    local = _numbers(out)
+    ray_numbers = _numbers(tmp_path / "ray")
+    assert ray_numbers and all(local[k] == v for k, v in ray_numbers.items())
