@@ -20,7 +20,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agents.commands.tune_static",
     "agents.commands.train_agent",
     "agents.commands.compare",
-    "agents.commands.compare",
     "agents.commands.export",
     "agents.commands.quickstart",
 )
