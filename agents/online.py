@@ -247,19 +247,23 @@ class IGBv2(LossWeighting):
 
     # -- RNG ownership --------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _sac_rng(self) -> Iterator[None]:
+    def _sac_rng(self, with_numpy: bool = True) -> Iterator[None]:
         # SB3 samples actions from the global torch RNG and replay indices from the global numpy
-        # RNG: swap in the states this object owns, and put the caller's back afterwards.
-        outer_torch, outer_np = torch.get_rng_state(), np.random.get_state()
+        # RNG: swap in the states this object owns, and put the caller's back afterwards. Acting
+        # draws from torch only, so the (slower) numpy swap is skipped there.
+        outer_torch = torch.get_rng_state()
+        outer_np = np.random.get_state() if with_numpy else None
         torch.set_rng_state(self._torch_rng)
-        np.random.set_state(self._numpy_rng)
+        if with_numpy:
+            np.random.set_state(self._numpy_rng)
         try:
             yield
         finally:
             self._torch_rng = torch.get_rng_state()
-            self._numpy_rng = np.random.get_state()
             torch.set_rng_state(outer_torch)
-            np.random.set_state(outer_np)
+            if outer_np is not None:
+                self._numpy_rng = np.random.get_state()
+                np.random.set_state(outer_np)
 
     # -- LossWeighting --------------------------------------------------------------------------
     def reset(self, n_tasks: int, generator: torch.Generator | None = None) -> None:
@@ -368,8 +372,8 @@ class IGBv2(LossWeighting):
             action = logits_to_action(logits, self.action_scale)
         else:
             obs = losses.to(self._obs_device)[None]
-            with self._sac_rng(), torch.no_grad():
-                model.policy.set_training_mode(False)
+            # The actor has no dropout or batch norm, so its train/eval mode does not matter.
+            with self._sac_rng(with_numpy=False), torch.no_grad():
                 action = model.actor(obs, deterministic=False)[0].detach().to("cpu", torch.float32)
         self.prev_state, self.prev_action = losses.clone(), action.clone()
         self.prev_lr_ratio, self.prev_step = float(context.lr_ratio), step
