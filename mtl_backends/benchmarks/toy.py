@@ -8,7 +8,6 @@ so that the ordinary ``MTLTrainer`` (batches, epochs, the gap tracker's windows)
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -204,7 +203,7 @@ def plot_toy_trajectories(
     scale: float = 0.1,
     title: str | None = None,
 ) -> Path:
-    """Plot trajectories over the contours of ``s·L1 + L2`` and write a PNG.
+    """Plot trajectories over the contours of ``s·L1 + L2`` and write a PNG (Agg canvas).
 
     Args:
         trajectories: Arrays ``[steps, 2]`` of points (one per start), or a mapping from a method
@@ -216,18 +215,18 @@ def plot_toy_trajectories(
     Returns:
         The written path.
     """
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # The Agg canvas is used directly (no pyplot), so the caller's matplotlib backend is untouched.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     panels = dict(trajectories) if isinstance(trajectories, Mapping) else {"": trajectories}
     grid = np.linspace(-10.0, 10.0, 200)
     xx, yy = np.meshgrid(grid, grid)
     pts = torch.from_numpy(np.stack([xx, yy], axis=-1))
     zz = toy_losses(pts, scale).sum(-1).numpy()
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.2), squeeze=False)
+    fig = Figure(figsize=(4.5 * len(panels), 4.2))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (name, paths) in zip(axes[0], panels.items(), strict=True):
         ax.contourf(xx, yy, zz, levels=30, cmap="Greys", alpha=0.6)
         ax.plot(
@@ -256,5 +255,4 @@ def plot_toy_trajectories(
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out
