@@ -10,6 +10,8 @@ all methods alike, and reports the median over repeats. Keys (later issues add m
   registered balancer (with EW's weighting, or SI's where the balancer needs the log transform) and
   its flat variant ``f-<name>`` (Phan et al., ``ρ = 2``).
 * ``ew_step_ms``: ``"T=<n>" ->`` the EW step time (ms) the ratios divide by.
+* ``env_step_overhead``, ``val_reward_overhead``, ``policy_weighting_overhead``,
+  ``agent_env_steps_per_second``: the RL path's costs (``agent_overheads``).
 """
 
 from __future__ import annotations
@@ -187,6 +189,7 @@ def run_perf(
         "jacobian_batched_speedup": jacobian_batched_speedup(task_counts, (1, 2), repeats, tiny),
         "balancer_cost_vs_ew": ratios,
         "ew_step_ms": ew_ms,
+        **agent_overheads(n_threads, repeats, tiny),
     }
 
 
@@ -210,6 +213,8 @@ def format_table(result: dict[str, Any]) -> str:
     )
     for name in costs[keys[0]]:
         lines.append(f"  {name:<14s}" + "".join(f"{costs[k][name]:10.2f}" for k in keys))
+    lines += ["", "agent path (ratios: RL path time / plain training time)"]
+    lines += [f"  {key:<28s}{result[key]:10.3f}" for key in AGENT_KEYS if key in result]
     return "\n".join(lines)
 
 
@@ -222,3 +227,145 @@ def all_finite(obj: Any) -> bool:
     if isinstance(obj, float):
         return math.isfinite(obj)
     return True
+
+
+# -- agent-side overheads (issue 7) ----------------------------------------------------------------
+AGENT_KEYS: tuple[str, ...] = (
+    "env_step_overhead",
+    "val_reward_overhead",
+    "policy_weighting_overhead",
+    "agent_env_steps_per_second",
+)
+
+
+def _env_config(tiny: bool, reward: str, steps: int) -> dict[str, Any]:
+    """An ``IGBEnv`` config on the synthetic benchmark with a long budget (no episode ends)."""
+    bench: dict[str, Any] = {"name": "synthetic", "n_tasks": 3}
+    if tiny:
+        bench.update(n_train=120, n_val=50, n_test=10, input_dim=16, output_dim=4, hidden=[12, 12])
+    return {
+        "benchmark": bench,
+        "train": {"steps": steps, "base_window": [0, 1], "batch_size": 20 if tiny else 100},
+        "steps_per_action": 5 if tiny else 25,
+        "val_batch_size": 50 if tiny else 1000,
+        "reward": {"name": reward},
+    }
+
+
+def agent_overheads(threads: int, repeats: int, tiny: bool) -> dict[str, float]:
+    """Costs of the RL path relative to plain training, measured side by side.
+
+    * ``env_step_overhead``: one ``IGBEnv.step`` with a training-loss reward
+      (``min_gap_decrease``) / the same K bare ``MTLTrainer`` steps (IGBv1, which the env's
+      residual action 0 equals).
+    * ``val_reward_overhead``: the same with the validation reward (``val_log_improvement``, a
+      validation pass per env step).
+    * ``policy_weighting_overhead``: an MTL step with ``PolicyWeighting`` (a random policy of the
+      env's sidecar format) / an EW step.
+    * ``agent_env_steps_per_second``: env steps per second while SB3 PPO learns on the env
+      (rollouts, resets and updates included; episodes of the ``tiny`` preset when ``tiny``,
+      else the default 1000-step episodes).
+
+    Args:
+        threads: Torch threads.
+        repeats: Interleaved repeats (medians are reported).
+        tiny: Tiny model and episodes (for tests; the numbers are then not meaningful).
+
+    Returns:
+        The four keys of ``AGENT_KEYS``.
+    """
+    import tempfile
+
+    import numpy as np
+
+    from igb_env import make_env
+    from mtl_backends.benchmarks import make_benchmark
+    from mtl_backends.config import from_dict
+    from mtl_backends.weightings.policy import PolicyNetwork, PolicyWeighting, save_policy
+
+    budget = 10**7  # never reached: no episode ends inside the measurements
+    calls = 1 if tiny else 3
+    out: dict[str, float] = {}
+    with num_threads(threads):
+        # Env step vs the same K bare trainer steps, for both reward kinds.
+        for key, reward in (
+            ("env_step_overhead", "min_gap_decrease"),
+            ("val_reward_overhead", "val_log_improvement"),
+        ):
+            cfg = _env_config(tiny, reward, budget)
+            env = make_env(cfg)
+            env.reset(seed=0, options={"instance": 0})
+            k = int(cfg["steps_per_action"])
+            bench = make_benchmark(**cfg["benchmark"])
+            train = from_dict(TrainConfig, cfg["train"])
+            bare = MTLTrainer(bench, make_weighting("igbv1"), make_balancer("sum"), train, seed=0)
+            action = np.zeros(env.n_tasks, dtype=np.float32)
+
+            def env_step(env: Any = env, action: np.ndarray = action) -> None:
+                env.step(action)
+
+            def bare_steps(bare: MTLTrainer = bare, k: int = k) -> None:
+                for _ in range(k):
+                    bare.step()
+
+            env_step()  # warm-up (past the base window)
+            bare_steps()
+            med = interleaved_medians({"env": env_step, "bare": bare_steps}, repeats, calls)
+            out[key] = med["env"] / med["bare"]
+            env.close()
+        # PolicyWeighting vs EW in a plain trainer.
+        cfg = _env_config(tiny, "min_gap_decrease", budget)
+        env = make_env(cfg)
+        env.reset(seed=0, options={"instance": 0})
+        obs_dim = int(np.prod(env.observation_space.shape or (0,)))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            net = PolicyNetwork([obs_dim, 64, 64, env.n_tasks])
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = save_policy(tmp, net, env.policy_sidecar("random"))
+            env.close()
+            bench = make_benchmark(**cfg["benchmark"])
+            train = from_dict(TrainConfig, cfg["train"])
+            trainers = {
+                "policy": MTLTrainer(
+                    bench, PolicyWeighting(folder), make_balancer("sum"), train, seed=0
+                ),
+                "ew": MTLTrainer(bench, make_weighting("ew"), make_balancer("sum"), train, seed=0),
+            }
+            n_steps = int(cfg["steps_per_action"])  # one full hold period per call
+            for tr in trainers.values():
+                for _ in range(n_steps):
+                    tr.step()
+            med = interleaved_medians(
+                {name: _k_steps(tr, n_steps) for name, tr in trainers.items()}, repeats, calls
+            )
+        out["policy_weighting_overhead"] = med["policy"] / med["ew"]
+        out["agent_env_steps_per_second"] = _agent_steps_per_second(tiny)
+    return out
+
+
+def _k_steps(trainer: MTLTrainer, k: int) -> Callable[[], None]:
+    def run() -> None:
+        for _ in range(k):
+            trainer.step()
+
+    return run
+
+
+def _agent_steps_per_second(tiny: bool) -> float:
+    """Env steps per second of SB3 PPO learning on one env (rollouts, resets and updates)."""
+    from stable_baselines3 import PPO
+
+    from igb_env import make_env
+
+    env = make_env({"preset": "tiny"} if tiny else {})
+    n_steps = 10 if tiny else 32
+    total = 2 * n_steps
+    model = PPO(
+        "MlpPolicy", env, n_steps=n_steps, batch_size=n_steps, n_epochs=2, seed=0, device="cpu"
+    )
+    start = time.perf_counter()
+    model.learn(total_timesteps=total)
+    rate = model.num_timesteps / (time.perf_counter() - start)
+    env.close()
+    return float(rate)
