@@ -644,10 +644,11 @@ class PolicyWeighting(LossWeighting):
             lr: Current learning rate (for the LR-ratio feature; ``None``: constant).
 
         Returns:
-            The weights ``[T]`` (float32, detached, on the CPU; sum ``T``).
+            The weights ``[T]`` (float32, detached, on the device of ``losses``; sum ``T``).
         """
         tracker = self._ensure_tracker()
-        raw = torch.as_tensor(losses).detach().to("cpu", torch.float64).reshape(-1)
+        given = torch.as_tensor(losses).detach()
+        raw = given.to("cpu", torch.float64).reshape(-1)
         if raw.shape != (self.n_tasks,):
             raise PolicyMismatchError(
                 f"policy {str(self.path)!r}: n_tasks: the policy was trained with "
@@ -658,7 +659,7 @@ class PolicyWeighting(LossWeighting):
         weights = self._weights(tracker, self._step)
         tracker.record_weights(weights)
         self._step += 1
-        return weights
+        return weights.to(given.device)
 
     def __repr__(self) -> str:
         return (
