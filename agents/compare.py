@@ -226,6 +226,14 @@ class ExperimentConfig:
     exclude: tuple[CellSelector, ...] = ()
     plots: PlotConfig = field(default_factory=PlotConfig)
 
+    @property
+    def baseline_label(self) -> str:
+        """Display label of the baseline weighting (the configured string if none matches)."""
+        for w in self.weightings:
+            if self.baseline in (w.label, w.name):
+                return w.display
+        return self.baseline
+
     def selection_of(self, benchmark: BenchmarkEntry) -> tuple[str, int | None]:
         """The selection rule and validation interval of ``benchmark``'s table."""
         rule = benchmark.selection or self.selection
@@ -336,6 +344,12 @@ def validate_experiment(config: ExperimentConfig, where: str = "experiment") -> 
             )
     for i, w in enumerate(config.weightings):
         _check_method(LOSS_WEIGHTINGS, "loss weighting", w, f"{where}.weightings[{i}]")
+        path = w.kwargs.get("path")
+        if isinstance(path, str) and not Path(path).expanduser().exists():
+            raise ConfigError(
+                f"{where}.weightings[{i}]: {w.name} path {path!r} does not exist "
+                "(export a policy with `igb export RUN`, or comment the entry out)"
+            )
         if w.flat_rho is not None:
             raise ConfigError(f"{where}.weightings[{i}]: flat_rho belongs to a balancer entry")
     for i, g in enumerate(config.balancers):

@@ -209,7 +209,7 @@ def _table(
             break
         if specs:
             break
-    base_label = config.baseline
+    base_label = config.baseline_label
     ew = _ew_row(rows)
     ew_cpu = mean_std(list(ew.values("cpu_time_s").values()))[0] if ew else math.nan
     dm_means = [mean_std(list(r.values("delta_m").values()))[0] for r in rows]
@@ -228,7 +228,7 @@ def _table(
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, r in enumerate(rows):
         dm, dp = r.values("delta_m"), r.values("delta_p")
-        base = _baseline_row(rows, base_label, r)
+        base = _baseline_row(rows, config.baseline, r)
         cells = [r.label, str(len(r.records))]
         cells.append(_bold(_fmt_pm(list(dm.values())), i == best_dm))
         cells.append(_ci_cell(r, base, "delta_m"))
@@ -369,8 +369,9 @@ def write_markdown(
         "tasks; higher is better) are taken against single-task references trained with the same "
         "budget, data order and seed (final STL models); they are separate conventions and never "
         "mixed. Values are mean ± sample std over seeds. "
-        f"`Δm − {config.baseline}` / `Δp − {config.baseline}`: mean paired difference to "
-        f"{config.baseline} with the same balancer (else with `sum`) over the seeds both have, "
+        f"`Δm − {config.baseline_label}` / `Δp − {config.baseline_label}`: mean paired "
+        f"difference to {config.baseline_label} with the same balancer (else with sum) over the "
+        "seeds both have, "
         "with its 95% t-interval (Student t, n − 1 dof). CPU vs EW: mean CPU time of the cell "
         "relative to EW + sum on the same benchmark. Best mean in bold.",
         "",

@@ -103,30 +103,44 @@ def test_resume_skips_finished_cells_and_reproduces_numbers(
     assert _numbers(out) == before
 
 
+def _random_policy(folder: Path) -> Path:
+    """A random exported policy of the tiny env's format (T = 3), like `igb export` writes."""
+    from igb_env import make_env
+    from mtl_backends.weightings.policy import PolicyNetwork, save_policy
+
+    env = make_env({"preset": "tiny"})
+    env.reset(seed=0)
+    obs_dim = int(env.observation_space.shape[0])  # type: ignore[index]
+    return save_policy(folder, PolicyNetwork([obs_dim, 8, 3]), env.policy_sidecar("random"))
+
+
 def test_a_crashing_cell_is_recorded_and_the_grid_completes(
     smoke: tuple[Path, Path, int], tmp_path: Path
 ) -> None:
     # beta = 5 passes config loading (a valid argument name) but DB-MTL's constructor rejects it
-    # inside the worker. STL references come from the smoke run's cache; no plots.
+    # inside the worker. STL references come from the smoke run's cache; no plots. The grid also
+    # runs an exported policy (`policy` with a path).
+    policy = _random_policy(tmp_path / "policy")
     config = _tiny(
         smoke[1],
-        weightings=["igbv1"],
+        weightings=["igbv1", {"name": "policy", "path": str(policy), "label": "learned"}],
         balancers=["sum", {"name": "db_mtl", "beta": 5.0, "label": "DB-MTL-bad"}],
         plots={"delta_m_bars": False, "trajectory_points": 0},
     )
     summary = compare(config, tmp_path / "out", workers=1, progress_bar=False)
     assert isinstance(summary, CompareSummary)
-    assert summary.computed == 2 and summary.failed == 1
+    assert summary.computed == 4 and summary.failed == 2
     records = [json.loads(p.read_text()) for p in (tmp_path / "out" / "cells").glob("*.json")]
-    by_status = {r["status"]: r for r in records}
-    assert set(by_status) == {"ok", "failed"}
-    assert "DB-MTL beta must be in [0, 1]" in by_status["failed"]["error"]
-    assert "Traceback" in by_status["failed"]["error"]
+    failed = [r for r in records if r["status"] == "failed"]
+    ok = [r for r in records if r["status"] == "ok"]
+    assert len(failed) == 2 and {r["cell"]["row"] for r in ok} == {"IGBv1", "learned"}
+    assert all("DB-MTL beta must be in [0, 1]" in r["error"] for r in failed)
+    assert all("Traceback" in r["error"] for r in failed)
     md = (tmp_path / "out" / "results.md").read_text()
-    assert "## Failed cells" in md and "DB-MTL-bad" in md
-    # A rerun keeps the failure (no recomputation) unless asked to retry.
+    assert "## Failed cells" in md and "IGBv1 + DB-MTL-bad" in md and "| learned | 1 |" in md
+    # A rerun keeps the failures (no recomputation) unless asked to retry.
     again = compare(config, tmp_path / "out", workers=1, progress_bar=False)
-    assert again.computed == 0 and again.failed == 1
+    assert again.computed == 0 and again.failed == 2
 
 
 def test_config_errors_name_the_problem(tmp_path: Path) -> None:
@@ -138,6 +152,8 @@ def test_config_errors_name_the_problem(tmp_path: Path) -> None:
         _tiny(tmp_path, balancers=[{"name": "db_mtl", "betta": 0.5}])
     with pytest.raises(ConfigError, match="needs eval_every"):
         _tiny(tmp_path, selection="best_val")
+    with pytest.raises(ConfigError, match="does not exist"):
+        _tiny(tmp_path, weightings=[{"name": "policy", "path": str(tmp_path / "nope")}])
     excluded = _tiny(tmp_path, exclude=[{"weighting": "EW"}])
     plan = plan_grid(excluded)
     assert [c.weighting.name for c in plan.cells] == ["igbv1"]
