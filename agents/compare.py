@@ -937,6 +937,7 @@ def compare(
     progress_bar: bool = True,
     ray_address: str | None = None,
     config_path: str | Path | None = None,
+    report_only: bool = False,
 ) -> CompareSummary:
     """Run (or resume) the grid of ``config`` and write the report to ``out_dir``.
 
@@ -949,6 +950,8 @@ def compare(
         progress_bar: Show a tqdm bar over cells.
         ray_address: Existing Ray cluster (``None``: a local instance).
         config_path: Where the config came from (stated in the report).
+        report_only: Only rebuild the report from the cells on disk (e.g. to look at a grid
+            another process is still running); nothing is trained.
 
     Returns:
         Counts of computed, reused, failed and skipped cells, and the report files.
@@ -977,10 +980,13 @@ def compare(
         "config_path": None if config_path is None else str(config_path),
         "backend": backend,
     }
-    write_json_atomic(
-        {"config": to_dict(config), "provenance": provenance}, out / "experiment.json"
-    )
     lost = 0
+    if report_only:
+        todo = []
+    else:
+        write_json_atomic(
+            {"config": to_dict(config), "provenance": provenance}, out / "experiment.json"
+        )
     if todo:
         with make_backend(backend, workers, ray_address) as runner:
             references = _stl_stage(runner, config, todo, progress_bar)

@@ -222,7 +222,7 @@ def _table(
         )
         for s in specs
     }
-    header = ["Method", "seeds", "Δm% ↓", f"Δm − {base_label}", "Δp% ↑", f"Δp − {base_label}"]
+    header = ["Method", "seeds", "Δm% ↓", f"Δm − {base_label} ↓", "Δp% ↑", f"Δp − {base_label} ↑"]
     header += [f"{s['name']} {'↑' if s['higher_is_better'] else '↓'}" for s in specs]
     header += ["CPU vs EW"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

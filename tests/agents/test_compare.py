@@ -96,7 +96,11 @@ def test_resume_skips_finished_cells_and_reproduces_numbers(
     before = _numbers(out)
     mtimes = {p: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}
     (out / "results.md").unlink()
-    summary = compare(experiment_from_dict(_smoke_dict(stl)), out, workers=2, progress_bar=False)
+    config = experiment_from_dict(_smoke_dict(stl))
+    peek = compare(config, out, progress_bar=False, report_only=True)
+    assert peek.computed == 0 and (out / "results.md").is_file()
+    (out / "results.md").unlink()
+    summary = compare(config, out, workers=2, progress_bar=False)
     assert summary.computed == 0 and summary.reused == 20 and summary.failed == 0
     assert {p: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")} == mtimes
     assert (out / "results.md").is_file()
