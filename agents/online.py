@@ -130,6 +130,9 @@ class IGBv2(LossWeighting):
        published code); afterwards an action sampled (stochastically, as published) from the SAC
        policy at state ``L(k)``.
 
+    A step whose weights are passed explicitly to ``MTLTrainer.apply`` is not seen by ``IGBv2``; the
+    transition across it is skipped (the next transition starts from the next step it decides).
+
     The agent is an SB3 ``SAC`` (actor and twin critics with hidden layers (128, 128) and ReLU,
     log σ clamped to [−20, 2], Adam lr 3e-4 for actor, critics and the entropy temperature,
     γ = 0.99, Polyak τ = 0.005 every gradient step, temperature initialised at 0.2 and learned with

@@ -194,7 +194,7 @@ def tune_static_weights(
         if len(c) != n_tasks:
             raise ValueError(f"candidate {c} has {len(c)} weights; the benchmark has {n_tasks}")
     references = {
-        s: stl_reference(benchmark, train, s, stl_cache, progress_bar=False) for s in seeds
+        s: stl_reference(benchmark, train, s, stl_cache, progress_bar=progress_bar) for s in seeds
     }
     per_seed: list[list[float]] = []
     bar = tqdm(
