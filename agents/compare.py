@@ -962,6 +962,8 @@ def compare(
     from mtl_backends.stl import write_json_atomic
 
     start = time.perf_counter()
+    # Fails early (before any file is written) when the backend's extra is missing.
+    runner = None if report_only else make_backend(backend, workers, ray_address)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plan = plan_grid(config)
@@ -987,35 +989,22 @@ def compare(
         write_json_atomic(
             {"config": to_dict(config), "provenance": provenance}, out / "experiment.json"
         )
-    if todo:
-        with make_backend(backend, workers, ray_address) as runner:
-            references = _stl_stage(runner, config, todo, progress_bar)
-            tasks: list[CellTask] = []
-            for cell in todo:
-                ref = references.get((cell.benchmark.display, cell.seed))
-                if ref is None:  # the STL worker died: not recorded, retried on the next run
-                    lost += 1
-                    continue
-                if isinstance(ref, str):
-                    rec = _failed_record(cell, provenance, f"STL reference failed:\n{ref}")
-                    write_json_atomic(rec, cell_path(out, cell))
-                    records[cell.key] = rec
-                    continue
-                tasks.append(CellTask(cell, ref, provenance, config.plots.trajectory_points))
-            bar = tqdm(total=len(tasks), desc="compare", unit="cell", disable=not progress_bar)
+    if todo and runner is not None:
+        with runner:
+            bar = tqdm(total=len(todo), desc="compare", unit="cell", disable=not progress_bar)
             try:
-                for i, result in runner.map_unordered(run_cell, tasks):
-                    cell = tasks[i].cell
-                    if isinstance(result, BaseException):
-                        lost += 1
-                        bar.write(f"cell {cell.row} seed {cell.seed} lost: {result!r}")
-                    else:
-                        write_json_atomic(result, cell_path(out, cell))
-                        records[cell.key] = result
-                        if result.get("status") == "failed":
-                            first = str(result.get("error", "")).strip().splitlines()[-1:]
-                            bar.write(f"cell {cell.row} seed {cell.seed} failed: {first}")
-                    bar.update(1)
+                # One benchmark at a time (its STL references, then its cells), so that each table
+                # fills up completely while later benchmarks wait; the report is refreshed after
+                # each benchmark.
+                for bench in config.benchmarks:
+                    pending = [c for c in todo if c.benchmark.display == bench.display]
+                    if not pending:
+                        continue
+                    lost += _run_benchmark(
+                        runner, config, pending, provenance, out, records, bar, progress_bar
+                    )
+                    if bench is not config.benchmarks[-1]:
+                        write_report(config, plan, records, out, provenance)
             finally:
                 bar.close()
     report = write_report(config, plan, records, out, provenance)
@@ -1030,6 +1019,50 @@ def compare(
         wall_time_s=time.perf_counter() - start,
         report=tuple(report),
     )
+
+
+def _run_benchmark(
+    runner: Backend,
+    config: ExperimentConfig,
+    pending: Sequence[Cell],
+    provenance: Mapping[str, Any],
+    out: Path,
+    records: dict[str, dict[str, Any]],
+    bar: Any,
+    progress_bar: bool,
+) -> int:
+    """STL references, then the cells, of one benchmark; returns the number of lost cells."""
+    from mtl_backends.stl import write_json_atomic
+
+    lost = 0
+    references = _stl_stage(runner, config, pending, progress_bar)
+    tasks: list[CellTask] = []
+    for cell in pending:
+        ref = references.get((cell.benchmark.display, cell.seed))
+        if ref is None:  # the STL worker died: not recorded, retried on the next run
+            lost += 1
+            bar.update(1)
+            continue
+        if isinstance(ref, str):
+            rec = _failed_record(cell, provenance, f"STL reference failed:\n{ref}")
+            write_json_atomic(rec, cell_path(out, cell))
+            records[cell.key] = rec
+            bar.update(1)
+            continue
+        tasks.append(CellTask(cell, ref, provenance, config.plots.trajectory_points))
+    for i, result in runner.map_unordered(run_cell, tasks):
+        cell = tasks[i].cell
+        if isinstance(result, BaseException):
+            lost += 1
+            bar.write(f"cell {cell.row} seed {cell.seed} lost: {result!r}")
+        else:
+            write_json_atomic(result, cell_path(out, cell))
+            records[cell.key] = result
+            if result.get("status") == "failed":
+                last = str(result.get("error", "")).strip().splitlines()[-1:]
+                bar.write(f"cell {cell.row} seed {cell.seed} failed: {last}")
+        bar.update(1)
+    return lost
 
 
 def _failed_record(cell: Cell, provenance: Mapping[str, Any], error: str) -> dict[str, Any]:
@@ -1061,7 +1094,7 @@ def _stl_stage(
             pairs[key] = StlTask(cell.benchmark, cell.seed, config.stl_cache)
     keys = list(pairs)
     out: dict[tuple[str, int], dict[str, dict[str, float]] | str] = {}
-    bar = tqdm(total=len(keys), desc="stl", unit="ref", disable=not progress_bar)
+    bar = tqdm(total=len(keys), desc="stl", unit="ref", disable=not progress_bar, leave=False)
     try:
         for i, result in runner.map_unordered(run_stl, [pairs[k] for k in keys]):
             if isinstance(result, BaseException):
