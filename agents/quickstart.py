@@ -110,13 +110,12 @@ def _init_worker() -> None:
 
 
 def _instance_spec(config: Any, seed: int) -> Any:
-    """The benchmark spec of instance ``seed`` (its data seed is the instance seed)."""
+    """The benchmark spec of instance ``seed``, exactly as the env builds it."""
     from igb_env.env import BenchmarkCache
     from mtl_backends.config import MethodSpec
 
-    if not BenchmarkCache(config.benchmark).seeded:
-        return config.benchmark
-    return MethodSpec(config.benchmark.name, {**dict(config.benchmark.kwargs), "seed": seed})
+    cache = BenchmarkCache(config.benchmark, variation=config.variation)
+    return MethodSpec(config.benchmark.name, cache.kwargs_for(seed))
 
 
 def _stl_job(env: Mapping[str, Any], seed: int, cache_dir: str) -> dict[str, dict[str, float]]:
@@ -276,18 +275,26 @@ def plot_weights(records: Sequence[RunRecord], task_names: Sequence[str], path: 
     return path
 
 
-def quickstart(out_dir: str | Path | None = None, tiny: bool = False, seed: int = 0) -> Path:
+def quickstart(
+    out_dir: str | Path | None = None,
+    tiny: bool = False,
+    seed: int = 0,
+    time_budget_s: float | None = None,
+) -> Path:
     """Run the quickstart and print its table; returns the output folder.
 
     Args:
         out_dir: Output folder (default ``runs/quickstart-<time>``).
         tiny: Seconds-scale version for smoke tests.
         seed: Seed of the agent.
+        time_budget_s: Wall-clock budget of agent training (default 300 s; 5 s with ``tiny``).
     """
     from agents.export import export_run
     from agents.train import AgentConfig, train_agent
 
     size = TINY if tiny else FULL
+    if time_budget_s is not None:
+        size = replace(size, time_budget_s=time_budget_s)
     out = (
         Path(out_dir)
         if out_dir is not None

@@ -16,6 +16,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", help="output folder (default runs/quickstart-<time>)")
     p.add_argument("--tiny", action="store_true", help="seconds-scale version (smoke test)")
     p.add_argument("--seed", type=int, default=0, help="agent seed")
+    p.add_argument(
+        "--agent-budget",
+        type=float,
+        help="wall-clock seconds of agent training (default 300; 5 with --tiny)",
+    )
     p.set_defaults(func=main)
 
 
@@ -24,5 +29,5 @@ def main(args: argparse.Namespace) -> int:
     from agents.quickstart import quickstart
 
     out = Path(args.out) if args.out else None
-    quickstart(out, tiny=args.tiny, seed=args.seed)
+    quickstart(out, tiny=args.tiny, seed=args.seed, time_budget_s=args.agent_budget)
     return 0
