@@ -116,23 +116,28 @@ def test_options_instance_and_rewards_telescope():
         env.reset(options={"instanc": 3})
 
 
-@pytest.mark.parametrize(
-    "bad", [np.array([0.0, np.nan, 0.0]), np.zeros(2), np.zeros((1, 3)), [0, 0, np.inf]]
-)
-def test_bad_actions_rejected_env_unchanged(bad):
+def test_bad_actions_rejected_env_unchanged():
+    bad_actions: list[Any] = [
+        np.array([0.0, np.nan, 0.0]),
+        np.zeros(2),
+        np.zeros((1, 3)),
+        [0, 0, np.inf],
+        "x",
+    ]
     env = make_env(SMALL)
     env.reset(seed=1)
     assert env.episode is not None and env.episode.progress.gaps is not None
     trainer = env.episode.trainer
     before = copy.deepcopy(trainer.model.state_dict())
     step_before, gaps_before = trainer.step_count, env.episode.progress.gaps.clone()
-    with pytest.raises(ValueError, match="action"):
-        env.step(bad)
+    for bad in bad_actions:
+        with pytest.raises(ValueError, match="action"):
+            env.step(bad)
     assert trainer.step_count == step_before
     assert torch.equal(env.episode.progress.gaps, gaps_before)
     for key, value in trainer.model.state_dict().items():
         assert torch.equal(value, before[key])
-    # the env still works and matches a fresh env that never saw the bad action
+    # the env still works and matches a fresh env that never saw the bad actions
     obs, reward, *_ = env.step(np.zeros(3, np.float32))
     fresh = make_env(SMALL)
     fresh.reset(seed=1)
