@@ -287,7 +287,9 @@ def agent_overheads(threads: int, repeats: int, tiny: bool) -> dict[str, float]:
     calls = 1 if tiny else 3
     out: dict[str, float] = {}
     with num_threads(threads):
-        # Env step vs the same K bare trainer steps, for both reward kinds.
+        # Env steps (both reward kinds) vs the same K bare trainer steps, all interleaved.
+        actions: dict[str, Callable[[], object]] = {}
+        envs = []
         for key, reward in (
             ("env_step_overhead", "min_gap_decrease"),
             ("val_reward_overhead", "val_log_improvement"),
@@ -295,23 +297,19 @@ def agent_overheads(threads: int, repeats: int, tiny: bool) -> dict[str, float]:
             cfg = _env_config(tiny, reward, budget)
             env = make_env(cfg)
             env.reset(seed=0, options={"instance": 0})
-            k = int(cfg["steps_per_action"])
-            bench = make_benchmark(**cfg["benchmark"])
-            train = from_dict(TrainConfig, cfg["train"])
-            bare = MTLTrainer(bench, make_weighting("igbv1"), make_balancer("sum"), train, seed=0)
-            action = np.zeros(env.n_tasks, dtype=np.float32)
-
-            def env_step(env: Any = env, action: np.ndarray = action) -> None:
-                env.step(action)
-
-            def bare_steps(bare: MTLTrainer = bare, k: int = k) -> None:
-                for _ in range(k):
-                    bare.step()
-
-            env_step()  # warm-up (past the base window)
-            bare_steps()
-            med = interleaved_medians({"env": env_step, "bare": bare_steps}, repeats, calls)
-            out[key] = med["env"] / med["bare"]
+            envs.append(env)
+            actions[key] = _env_stepper(env)
+        k = int(cfg["steps_per_action"])
+        bench = make_benchmark(**cfg["benchmark"])
+        train = from_dict(TrainConfig, cfg["train"])
+        bare = MTLTrainer(bench, make_weighting("igbv1"), make_balancer("sum"), train, seed=0)
+        actions["bare"] = _k_steps(bare, k)
+        for action in actions.values():  # warm-up (past the base window)
+            action()
+        med = interleaved_medians(actions, repeats, calls)
+        for key in ("env_step_overhead", "val_reward_overhead"):
+            out[key] = med[key] / med["bare"]
+        for env in envs:
             env.close()
         # PolicyWeighting vs EW in a plain trainer.
         cfg = _env_config(tiny, "min_gap_decrease", budget)
@@ -342,6 +340,18 @@ def agent_overheads(threads: int, repeats: int, tiny: bool) -> dict[str, float]:
         out["policy_weighting_overhead"] = med["policy"] / med["ew"]
         out["agent_env_steps_per_second"] = _agent_steps_per_second(tiny)
     return out
+
+
+def _env_stepper(env: Any) -> Callable[[], None]:
+    """One env step with the zero action (residual mode: IGBv1's weights)."""
+    import numpy as np
+
+    action = np.zeros(env.n_tasks, dtype=np.float32)
+
+    def run() -> None:
+        env.step(action)
+
+    return run
 
 
 def _k_steps(trainer: MTLTrainer, k: int) -> Callable[[], None]:
