@@ -27,6 +27,7 @@ import functools
 import json
 import multiprocessing
 import time
+import warnings
 from collections.abc import Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -231,16 +232,20 @@ def build_model(config: AgentConfig, venv: VecEnv, tensorboard_log: str | None) 
         # SAC's Gaussian log-std is state-dependent; log_std_init only applies to gSDE.
         policy_kwargs.pop("log_std_init", None)
     algo = ALGORITHMS[config.algorithm]
-    return algo(
-        "MlpPolicy",
-        venv,
-        policy_kwargs=policy_kwargs,
-        seed=config.seed,
-        tensorboard_log=tensorboard_log,
-        device="cpu",
-        verbose=0,
-        **dict(config.hyperparameters),
-    )
+    with warnings.catch_warnings():
+        # The prototype's minibatch of 64 does not divide its 144-step rollout; SB3 then warns
+        # about the last, truncated minibatch, which is harmless (research/prototype.md).
+        warnings.filterwarnings("ignore", message="You have specified a mini-batch size")
+        return algo(
+            "MlpPolicy",
+            venv,
+            policy_kwargs=policy_kwargs,
+            seed=config.seed,
+            tensorboard_log=tensorboard_log,
+            device="cpu",
+            verbose=0,
+            **dict(config.hyperparameters),
+        )
 
 
 def _rollout_return(env_config: dict[str, Any], weighting: str, instance: int) -> float:
