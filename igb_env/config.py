@@ -8,11 +8,12 @@ may name a ``preset`` (see ``PRESETS``) whose values its other keys override; ne
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from igb_env.instances import INSTANCE_ORDERS, InstanceSet, overlap
 from mtl_backends.action_map import ACTION_MAPS
 from mtl_backends.config import MethodSpec, TrainConfig, from_dict, load_yaml, to_dict
 from mtl_backends.progress import FeatureSpec
@@ -52,8 +53,17 @@ class EnvConfig:
             relatedness), seeded by the instance seed; the arguments in ``benchmark`` stay fixed
             (``n_tasks`` must be, so that every instance has the same observation layout).
         instances: ``[low, high)`` range of training instance seeds drawn at ``reset`` from the
-            env's ``np_random``; ``reset(options={"instance": seed})`` picks one explicitly
-            (held-out evaluation seeds, baselines).
+            env's ``np_random`` when no ``instance_set`` is given;
+            ``reset(options={"instance": seed})`` picks one explicitly (held-out evaluation seeds,
+            baselines).
+        instance_set: The training instances (``igb_env.instances.InstanceSet``): a list of seeds,
+            ``{"range": [low, high]}`` or a seeded sample ``{"range": [low, high], "count": n,
+            "seed": s}``; ``None``: the ``instances`` range.
+        test_set: The held-out instances (same forms; ``None``: none), evaluated by the agents'
+            ``EvalCallback`` and ``igb evaluate``; must not overlap the training instances.
+        instance_order: ``random`` (uniform draws from the env's ``np_random``; the default, as
+            before instance sets existed) or ``round_robin`` (the set in order, from an offset
+            drawn from ``np_random`` when the env is reset with a seed).
     """
 
     benchmark: MethodSpec = field(default_factory=lambda: MethodSpec("synthetic"))
@@ -70,8 +80,21 @@ class EnvConfig:
     val_batch_size: int = 1000
     variation: bool = False
     instances: tuple[int, int] = (0, 1_000_000)
+    instance_set: Any = None
+    test_set: Any = None
+    instance_order: str = "random"
 
     def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "instance_set", InstanceSet.parse(self.instance_set, "env config.instance_set")
+        )
+        test_set = InstanceSet.parse(self.test_set, "env config.test_set")
+        object.__setattr__(self, "test_set", test_set)
+        if self.instance_order not in INSTANCE_ORDERS:
+            raise ConfigError(
+                f"unknown instance_order {self.instance_order!r}; "
+                f"valid choices: {', '.join(INSTANCE_ORDERS)}"
+            )
         if self.steps_per_action < 1:
             raise ConfigError(f"steps_per_action must be >= 1, got {self.steps_per_action}")
         if self.action_mode not in ACTION_MAPS:
@@ -88,6 +111,13 @@ class EnvConfig:
             raise ConfigError(
                 f"instances must be a range [low, high) with 0 <= low < high, got {self.instances}"
             )
+        if self.test_set is not None:
+            common = overlap(self.train_instances, self.test_instances)
+            if common:
+                raise ConfigError(
+                    f"test_set overlaps the training instances (e.g. seeds {common}); held-out "
+                    "instances must never be trained on"
+                )
         bw = self.train.base_window
         if bw is not None and bw[1] >= self.train.steps:
             raise ConfigError(
@@ -110,10 +140,46 @@ class EnvConfig:
         """The gap tracker's feature settings: snapshots every ``K`` steps (the decision points)."""
         return FeatureSpec(history=self.history, stride=self.steps_per_action, ema=self.ema)
 
+    @property
+    def train_instances(self) -> Sequence[int]:
+        """The training instance seeds (``instance_set``, else the ``instances`` range)."""
+        if self.instance_set is None:
+            return range(*self.instances)
+        seeds: Sequence[int] = self.instance_set.resolve()
+        return seeds
+
+    @property
+    def test_instances(self) -> Sequence[int]:
+        """The held-out instance seeds (empty without a ``test_set``)."""
+        if self.test_set is None:
+            return ()
+        seeds: Sequence[int] = self.test_set.resolve()
+        return seeds
+
     def to_dict(self) -> dict[str, Any]:
         """A plain (YAML/JSON-friendly) form that ``load_env_config`` turns back into it."""
         out: dict[str, Any] = to_dict(self)
+        for key in ("instance_set", "test_set"):
+            value = getattr(self, key)
+            out[key] = None if value is None else value.to_config()
         return out
+
+
+def held_out_config(config: EnvConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """The env config that trains on ``config``'s held-out ``test_set``, in round-robin order.
+
+    An env built from it (and reset without a seed) walks the held-out instances in set order, so
+    ``n`` consecutive episodes cover a set of ``n`` exactly once: the eval env of agent training.
+
+    Raises:
+        ConfigError: ``config`` has no ``test_set``.
+    """
+    cfg = load_env_config(config)
+    if cfg.test_set is None:
+        raise ConfigError("the env config has no test_set (held-out instances)")
+    data = cfg.to_dict()
+    data.update(instance_set=data["test_set"], test_set=None, instance_order="round_robin")
+    return data
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -170,4 +236,4 @@ def load_env_config(config: EnvConfig | Mapping[str, Any] | str | Path | None = 
     return from_dict(EnvConfig, data, where)
 
 
-__all__ = ["PRESETS", "EnvConfig", "load_env_config"]
+__all__ = ["PRESETS", "EnvConfig", "held_out_config", "load_env_config"]

@@ -9,9 +9,10 @@ for the agent's.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,13 +24,14 @@ from torch import Tensor
 
 from igb_env.actions import action_space, check_action, held_action_weights
 from igb_env.config import PRESETS, EnvConfig, _merge, load_env_config
+from igb_env.instances import InstanceSampler
 from igb_env.observations import observation_names, observation_space, observation_table
 from igb_env.rewards import RewardInput, get_reward
 from mtl_backends.balancers import make_balancer
 from mtl_backends.benchmarks import BENCHMARKS, Benchmark, make_benchmark, predict
 from mtl_backends.config import MethodSpec, load_yaml
 from mtl_backends.progress import FeatureSpec
-from mtl_backends.registry import valid_arguments
+from mtl_backends.registry import ConfigError, valid_arguments
 from mtl_backends.trainer import DivergenceError, MTLTrainer
 from mtl_backends.weightings import LossWeighting, StepContext, make_weighting
 
@@ -339,12 +341,15 @@ class IGBEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Starting State
 
-    ``reset`` draws an instance seed uniformly from ``instances`` with the env's ``np_random``
-    (``options={"instance": seed}`` picks one; with ``variation=True`` the seed also draws the
-    benchmark's variation, e.g. task scales), builds a fresh trainer, runs the base window
-    (``train.base_window``, unit weights on log losses until the base losses exist, then the
-    action map at ``a = 0``) and absorbs the first decision's batch. The base window counts toward
-    the budget ``train.steps``.
+    ``reset`` takes the next instance seed of the training set (``instance_set``, default the
+    ``instances`` range) in ``instance_order``: ``random`` (default) draws uniformly with the env's
+    ``np_random``, ``round_robin`` walks the set from an offset drawn from ``np_random`` when
+    ``reset`` gets a seed (``get_instance_state`` / ``set_instance_state`` save and restore the
+    position). ``options={"instance": seed}`` picks any seed (held-out ones too); with
+    ``variation=True`` the seed also draws the benchmark's variation, e.g. task scales. It builds
+    a fresh trainer, runs the base window (``train.base_window``, unit weights on log losses until
+    the base losses exist, then the action map at ``a = 0``) and absorbs the first decision's
+    batch. The base window counts toward the budget ``train.steps``.
 
     ## Episode End
 
@@ -361,8 +366,9 @@ class IGBEnv(gym.Env[np.ndarray, np.ndarray]):
     optional ``preset``, e.g. ``"tiny"``) or a YAML path. Fields: ``benchmark``, ``balancer``,
     ``train``, ``steps_per_action``, ``action_mode``, ``tau``, ``reward``, ``reward_scale``,
     ``history``, ``ema``, ``divergence_penalty``, ``val_batch_size``, ``variation``,
-    ``instances`` (see
-    ``igb_env.config.EnvConfig``). ``info`` holds ``instance``, ``train_step``, ``weights`` (mean
+    ``instances``, ``instance_set``, ``test_set``, ``instance_order`` (see
+    ``igb_env.config.EnvConfig``; all instances of a set must have the same T, checked when the env
+    is built). ``info`` holds ``instance``, ``train_step``, ``weights`` (mean
     weights applied in the step), ``gaps`` (current raw gaps), ``diverged`` and, with a validation
     reward, ``val_losses``; no wall-clock values.
 
@@ -373,6 +379,8 @@ class IGBEnv(gym.Env[np.ndarray, np.ndarray]):
 
     * v0: initial version (action maps ``absolute``/``residual`` v1, feature table of
       ``mtl_backends.progress``).
+      Instance sets (``instance_set``, ``test_set``, ``instance_order``) were added to v0 without
+      a bump: with their defaults the env draws exactly the same instances as before.
     """
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012 - gymnasium API
@@ -386,9 +394,11 @@ class IGBEnv(gym.Env[np.ndarray, np.ndarray]):
         self.config = _resolve(config, overrides)
         self.render_mode = render_mode
         self._benchmarks = BenchmarkCache(self.config.benchmark, variation=self.config.variation)
-        probe = self._benchmarks.get(self.config.instances[0])
+        self._sampler = InstanceSampler(self.config.train_instances, self.config.instance_order)
+        probe = self._benchmarks.get(self._sampler.instances[0])
         self.n_tasks = probe.n_tasks
         self.task_names = tuple(probe.task_names)
+        check_instance_set(self._benchmarks, self._sampler.instances, self.n_tasks, "instance_set")
         self.feature_spec: FeatureSpec = self.config.feature_spec
         self.observation_space = observation_space(self.n_tasks, self.feature_spec)
         self.action_space = action_space(self.n_tasks)
@@ -404,6 +414,8 @@ class IGBEnv(gym.Env[np.ndarray, np.ndarray]):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Start an episode on a new instance; see the class docstring (Starting State)."""
         super().reset(seed=seed)
+        if seed is not None:
+            self._sampler.reseed(self.np_random)
         options = dict(options or {})
         unknown = [k for k in options if k != "instance"]
         if unknown:
@@ -413,8 +425,7 @@ class IGBEnv(gym.Env[np.ndarray, np.ndarray]):
             )
         instance = options.get("instance")
         if instance is None:
-            low, high = self.config.instances
-            instance = int(self.np_random.integers(low, high))
+            instance = self._sampler.next(self.np_random)
         bench = self._benchmarks.get(int(instance))
         if bench.n_tasks != self.n_tasks:
             raise ValueError(
@@ -481,6 +492,27 @@ class IGBEnv(gym.Env[np.ndarray, np.ndarray]):
         return None if self._episode is None else self._episode.instance
 
     @property
+    def instances(self) -> Sequence[int]:
+        """The training instance set this env draws from at ``reset``."""
+        return self._sampler.instances
+
+    def get_instance_state(self) -> dict[str, Any]:
+        """Where the env is in its instance set: the sampler's cursor and ``np_random``'s state.
+
+        JSON-friendly; an agent checkpoint saves it for every sub-env (``env_method``).
+        """
+        return {
+            "sampler": self._sampler.state_dict(),
+            "np_random": _jsonable(self.np_random.bit_generator.state),
+        }
+
+    def set_instance_state(self, state: Mapping[str, Any]) -> None:
+        """Restore ``get_instance_state()``: the next seedless ``reset`` continues from there."""
+        self._sampler.load_state_dict(state["sampler"])
+        rng = self.np_random  # creates the generator when the env was never reset
+        rng.bit_generator.state = dict(state["np_random"])
+
+    @property
     def episode_length(self) -> int:
         """Env steps per episode (when training does not diverge)."""
         base_end = self._episode.progress.base_window[1] if self._episode is not None else None
@@ -526,6 +558,43 @@ class IGBEnv(gym.Env[np.ndarray, np.ndarray]):
             env_config=self.config.to_dict(),
             **extra,
         )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+# Instance sets larger than this are checked on their first CHECK_LIMIT instances at build time
+# (and every instance again at reset).
+CHECK_LIMIT = 1024
+
+
+def check_instance_set(
+    benchmarks: BenchmarkCache, instances: Sequence[int], n_tasks: int, name: str
+) -> None:
+    """Refuse an instance set whose instances do not all have ``n_tasks`` tasks.
+
+    Without ``variation`` every instance has the benchmark's arguments (only the seed differs), so
+    T is the probe's. With it, T is read from each instance's sampled arguments (``n_tasks``;
+    samplers that omit it keep the probe's T), without building any data. The feature table
+    depends only on T and the env's feature settings, so equal T means equal feature tables.
+
+    Raises:
+        ConfigError: An instance with another T, naming it.
+    """
+    if not benchmarks.variation:
+        return
+    for seed in itertools.islice(instances, CHECK_LIMIT):
+        got = benchmarks.kwargs_for(int(seed)).get("n_tasks", n_tasks)
+        if int(got) != n_tasks:
+            raise ConfigError(
+                f"{name}: instance {seed} has {got} tasks but the set's first instance has "
+                f"{n_tasks}; all instances of a set must share T and the feature table"
+            )
 
 
 def _resolve(
