@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -39,16 +40,22 @@ def instances(env, n: int, seed: int | None = None) -> list[int]:
     return out
 
 
+def resolve(value: Any) -> Sequence[int]:
+    parsed = InstanceSet.parse(value)
+    assert parsed is not None
+    return parsed.resolve()
+
+
 def test_set_forms_round_trip() -> None:
-    assert InstanceSet.parse([4, 2]).resolve() == (4, 2)
-    assert InstanceSet.parse({"range": [5, 9]}).resolve() == range(5, 9)
+    assert resolve([4, 2]) == (4, 2)
+    assert resolve({"range": [5, 9]}) == range(5, 9)
     sample = InstanceSet.parse({"range": [0, 1_000_000], "count": 6, "seed": 7})
     assert sample is not None
     seeds = sample.resolve()
     assert len(set(seeds)) == 6 and all(0 <= s < 1_000_000 for s in seeds)
     assert InstanceSet.parse(sample.to_config()) == sample
-    assert seeds == InstanceSet.parse({"range": [0, 1_000_000], "count": 6, "seed": 7}).resolve()
-    assert seeds != InstanceSet.parse({"range": [0, 1_000_000], "count": 6, "seed": 8}).resolve()
+    assert seeds == resolve({"range": [0, 1_000_000], "count": 6, "seed": 7})
+    assert seeds != resolve({"range": [0, 1_000_000], "count": 6, "seed": 8})
     cfg = load_env_config({**SMALL, "instance_set": [1, 2, 3], "test_set": {"range": [10, 13]}})
     assert load_env_config(cfg.to_dict()) == cfg
     assert list(cfg.train_instances) == [1, 2, 3] and list(cfg.test_instances) == [10, 11, 12]
