@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium
+import stable_baselines3
 import torch
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -31,6 +33,9 @@ from stable_baselines3.common.torch_layers import FlattenExtractor
 from torch import Tensor, nn
 
 from agents.train import ACTIVATIONS, load_agent_config, load_model
+from igb_env import make_env
+from mtl_backends.weightings.policy import PolicyNetwork, save_policy
+from mtl_backends.weightings.policy import versions as policy_versions
 
 _ACTIVATION_NAMES: dict[type[nn.Module], str] = {cls: name for name, cls in ACTIVATIONS.items()}
 
@@ -112,13 +117,8 @@ def actor_spec(model: BaseAlgorithm) -> ActorSpec:
 
 def versions() -> dict[str, str]:
     """Library versions for the sidecar: the policy format's own plus SB3 and gymnasium."""
-    import gymnasium
-    import stable_baselines3
-
-    from mtl_backends.weightings import policy
-
     return {
-        **policy.versions(),
+        **policy_versions(),
         "stable_baselines3": stable_baselines3.__version__,
         "gymnasium": gymnasium.__version__,
     }
@@ -136,9 +136,6 @@ def export_model(model: BaseAlgorithm, env_config: dict[str, Any], out: str | Pa
     Returns:
         The policy folder.
     """
-    from igb_env import make_env
-    from mtl_backends.weightings.policy import PolicyNetwork, save_policy
-
     spec = actor_spec(model)
     network = PolicyNetwork(spec.sizes, activation=spec.activation, output=spec.output)
     linears = [layer for layer in network.layers if isinstance(layer, nn.Linear)]

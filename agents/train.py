@@ -9,16 +9,24 @@ Read top to bottom, cleanrl style:
    torch thread per worker, seeded from ``numpy.random.SeedSequence(seed).spawn(n_envs)`` (SB3's own
    ``seed + i`` would make neighbouring runs share sub-env seeds, SB3 issue #2268), under
    ``VecMonitor``.
-3. ``train_agent``: builds ``PPO`` or ``SAC``, measures the EW and IGBv1 reference returns on a few
-   training instances (TensorBoard reference lines), learns with the callbacks of
-   ``agents.callbacks`` (per-task weights/gaps/reward, wall budget, atomic checkpoints, progress
-   bar), and writes the run folder::
+3. ``train_agent``: builds the algorithm (``PPO``, ``SAC``, ``TD3``, ``A2C``; ``TQC`` with the
+   ``contrib`` extra), measures the EW and IGBv1 reference returns on a few training instances
+   (TensorBoard reference lines), learns with the callbacks of ``agents.callbacks`` (per-task
+   weights/gaps/reward, wall budget, progress bar), an ``EvalCallback`` on the env's held-out
+   ``test_set`` (deterministic, every instance once per evaluation, best model kept) and resumable
+   checkpoints (``agents.checkpoint``), and writes the run folder::
 
-       RUN/config.yaml      the resolved configuration (env config included)
-       RUN/model.zip        the final model (written atomically)
-       RUN/checkpoint.zip   the latest periodic checkpoint
-       RUN/training.json    timesteps actually done, episodes, wall time, throughput, references
-       RUN/tb/              TensorBoard event files
+       RUN/config.yaml        the resolved configuration (env config included)
+       RUN/model.zip          the final model (written atomically)
+       RUN/best_model.zip     the best model on the held-out instances (with a test_set)
+       RUN/eval/              EvalCallback's evaluations.npz
+       RUN/checkpoint.json    pointer to the latest complete checkpoint folder
+       RUN/checkpoint-N/      model, replay buffer, instance cursors, RNG states, timesteps
+       RUN/checkpoint.zip     the latest checkpoint's model
+       RUN/training.json      timesteps actually done, episodes, wall time, throughput, references
+       RUN/tb/                TensorBoard event files
+4. ``resume_agent`` (``igb train-agent --resume RUN``): continues a run from its last checkpoint
+   (``reset_num_timesteps=False``) up to its ``total_timesteps``.
 """
 
 from __future__ import annotations
@@ -34,38 +42,74 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 import yaml
-from stable_baselines3 import PPO, SAC
+from stable_baselines3 import A2C, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import CallbackList
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
 from stable_baselines3.common.vec_env import (
     DummyVecEnv,
     SubprocVecEnv,
     VecEnv,
     VecEnvWrapper,
     VecMonitor,
+    VecNormalize,
 )
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 from torch import nn
 
 from agents.callbacks import (
     BudgetCallback,
-    CheckpointCallback,
     TaskMetricsCallback,
     TqdmCallback,
     save_model_atomic,
 )
-from igb_env.config import load_env_config
+from agents.checkpoint import (
+    ResumableCheckpointCallback,
+    SaveBestCallback,
+    latest_checkpoint,
+    load_rng_states,
+    load_state,
+    save_checkpoint,
+    set_rng_states,
+)
+from igb_env import make_env, rollout_baseline
+from igb_env.config import held_out_config, load_env_config
 from mtl_backends.config import from_dict, load_yaml, to_dict
 from mtl_backends.registry import ConfigError
 
-ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC}
+ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC, "td3": TD3, "a2c": A2C}
+# Algorithms of sb3-contrib (the `contrib` extra): name -> class name in sb3_contrib.
+CONTRIB_ALGORITHMS: dict[str, str] = {"tqc": "TQC"}
+ALGORITHM_NAMES: tuple[str, ...] = (*ALGORITHMS, *CONTRIB_ALGORITHMS)
+# Off-policy algorithms keep a replay buffer (saved in checkpoints) and have no log_std_init.
+OFF_POLICY: tuple[str, ...] = ("sac", "td3", "tqc")
 # The activations the standalone PolicyNetwork can rebuild (mtl_backends.weightings.policy).
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
 VEC_ENVS: tuple[str, ...] = ("dummy", "subproc")
 REFERENCE_BASELINES: tuple[str, ...] = ("ew", "igbv1")
+
+
+def get_algorithm(name: str) -> type[BaseAlgorithm]:
+    """The SB3 (or sb3-contrib) algorithm class of ``name``.
+
+    Raises:
+        ConfigError: An unknown name, or a contrib algorithm without sb3-contrib installed.
+    """
+    if name in ALGORITHMS:
+        return ALGORITHMS[name]
+    if name in CONTRIB_ALGORITHMS:
+        try:
+            import sb3_contrib
+        except ImportError:
+            raise ConfigError(
+                f"algorithm {name!r} needs sb3-contrib: pip install 'igb-rl[contrib]'"
+            ) from None
+        cls: type[BaseAlgorithm] = getattr(sb3_contrib, CONTRIB_ALGORITHMS[name])
+        return cls
+    raise ConfigError(f"unknown algorithm {name!r}; valid choices: {', '.join(ALGORITHM_NAMES)}")
 
 
 def _default_policy_kwargs() -> dict[str, Any]:
@@ -93,7 +137,8 @@ class AgentConfig:
     initial action noise.
 
     Attributes:
-        algorithm: ``ppo`` or ``sac``.
+        algorithm: ``ppo`` (default: it learned best in the prototype), ``sac``, ``td3``,
+            ``a2c``, or ``tqc`` (needs the ``contrib`` extra).
         policy_kwargs: SB3 ``policy_kwargs``; ``activation_fn`` is a name (``tanh`` or ``relu``, the
             ones an export can rebuild), everything else goes to SB3 unchanged (``net_arch``,
             ``log_std_init``, ...).
@@ -110,6 +155,9 @@ class AgentConfig:
         checkpoint_every: Timesteps between checkpoints (``None``: only the final model).
         reference_instances: Training instances on which the EW and IGBv1 reference returns are
             measured before training (0: no reference lines).
+        eval_every: Timesteps between evaluations on the env's held-out ``test_set`` (every
+            instance once, deterministic actions; the best model is kept as ``best_model.zip``);
+            ``None`` or no ``test_set``: no evaluation.
     """
 
     algorithm: str = "ppo"
@@ -123,12 +171,14 @@ class AgentConfig:
     env: Mapping[str, Any] = field(default_factory=dict)
     checkpoint_every: int | None = 2000
     reference_instances: int = 2
+    eval_every: int | None = 5000
 
     def __post_init__(self) -> None:
-        if self.algorithm not in ALGORITHMS:
-            raise ConfigError(
-                f"unknown algorithm {self.algorithm!r}; valid choices: {', '.join(ALGORITHMS)}"
-            )
+        get_algorithm(self.algorithm)
+        if self.eval_every is not None and self.eval_every < 1:
+            raise ConfigError(f"eval_every must be >= 1 or null, got {self.eval_every}")
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise ConfigError(f"checkpoint_every must be >= 1 or null, got {self.checkpoint_every}")
         if self.vec_env not in VEC_ENVS:
             raise ConfigError(
                 f"unknown vec_env {self.vec_env!r}; valid choices: {', '.join(VEC_ENVS)}"
@@ -188,12 +238,10 @@ class SeedSequenceVecEnv(VecEnvWrapper):
         return self.venv.step_wait()
 
 
-def _make_worker_env(env_config: dict[str, Any]) -> Any:
+def _make_worker_env(env_config: dict[str, Any]) -> gym.Env[np.ndarray, np.ndarray]:
     # Module-level (picklable) factory; one torch thread per worker so n_envs workers share the
     # cores instead of oversubscribing them (SB3 issue #90).
     torch.set_num_threads(1)
-    from igb_env import make_env
-
     return make_env(env_config)
 
 
@@ -228,10 +276,11 @@ def build_model(config: AgentConfig, venv: VecEnv, tensorboard_log: str | None) 
     policy_kwargs = dict(config.policy_kwargs)
     if "activation_fn" in policy_kwargs:
         policy_kwargs["activation_fn"] = ACTIVATIONS[policy_kwargs["activation_fn"]]
-    if config.algorithm == "sac":
-        # SAC's Gaussian log-std is state-dependent; log_std_init only applies to gSDE.
+    if config.algorithm in OFF_POLICY:
+        # SAC's and TQC's Gaussian log-std is state-dependent (log_std_init only applies to gSDE);
+        # TD3 is deterministic.
         policy_kwargs.pop("log_std_init", None)
-    algo = ALGORITHMS[config.algorithm]
+    algo = get_algorithm(config.algorithm)
     with warnings.catch_warnings():
         # The prototype's minibatch of 64 does not divide its 144-step rollout; SB3 then warns
         # about the last, truncated minibatch, which is harmless (research/prototype.md).
@@ -250,8 +299,6 @@ def build_model(config: AgentConfig, venv: VecEnv, tensorboard_log: str | None) 
 
 def _rollout_return(env_config: dict[str, Any], weighting: str, instance: int) -> float:
     torch.set_num_threads(1)
-    from igb_env import rollout_baseline
-
     return rollout_baseline(env_config, weighting, instance).total_reward
 
 
@@ -277,8 +324,9 @@ def reference_returns(
     """
     if n_instances < 1:
         return {}
-    low, high = load_env_config(dict(env_config)).instances
-    instances = [int(i) for i in np.random.default_rng(seed).integers(low, high, n_instances)]
+    train_set = load_env_config(dict(env_config)).train_instances
+    picks = np.random.default_rng(seed).integers(0, len(train_set), n_instances)
+    instances = [int(train_set[int(i)]) for i in picks]
     jobs = [(dict(env_config), name, inst) for name in REFERENCE_BASELINES for inst in instances]
     if executor is not None:
         returns = list(executor.map(_rollout_return, *zip(*jobs, strict=True)))
@@ -294,6 +342,109 @@ def reference_returns(
         for name in REFERENCE_BASELINES
     }
     return {name: float(np.mean(values)) for name, values in per.items()}
+
+
+def _eval_callback(config: AgentConfig, out: Path) -> EvalCallback | None:
+    """``EvalCallback`` on the held-out ``test_set`` (``None`` without one or ``eval_every``)."""
+    env_config = load_env_config(dict(config.env))
+    if env_config.test_set is None or not config.eval_every:
+        return None
+    fn = functools.partial(_make_worker_env, held_out_config(env_config))
+    eval_env = VecMonitor(DummyVecEnv([fn]))
+    return EvalCallback(
+        eval_env,
+        callback_on_new_best=SaveBestCallback(out / "best_model.zip"),
+        # Every held-out instance once per evaluation: the eval env walks the set round-robin.
+        n_eval_episodes=len(env_config.test_instances),
+        # EvalCallback counts calls, one per vectorised step of n_envs env steps.
+        eval_freq=max(config.eval_every // config.n_envs, 1),
+        log_path=str(out / "eval"),
+        best_model_save_path=None,
+        deterministic=True,
+        verbose=0,
+        warn=False,
+    )
+
+
+def _learn(
+    config: AgentConfig,
+    out: Path,
+    model: BaseAlgorithm,
+    venv: VecEnv,
+    references: Mapping[str, float],
+    task_names: list[str],
+    progress_bar: bool,
+    resumed: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Learn until the timestep cap or the wall budget (from ``resumed`` state when resuming).
+
+    Returns:
+        The run summary written to ``training.json``.
+    """
+    prior = dict(resumed or {})
+    done = int(model.num_timesteps)
+    prior_wall = float(prior.get("wall_time_s", 0.0))
+    remaining_budget = (
+        None if config.time_budget_s is None else max(config.time_budget_s - prior_wall, 1e-3)
+    )
+    budget = BudgetCallback(remaining_budget)
+    progress = TqdmCallback(config.total_timesteps, disable=not progress_bar)
+    progress.episodes = int(prior.get("episodes", 0))
+    callbacks: list[BaseCallback] = [TaskMetricsCallback(task_names, references), budget, progress]
+    evaluation = _eval_callback(config, out)
+    if evaluation is not None:
+        best = prior.get("best_mean_reward")
+        if best is not None:
+            evaluation.best_mean_reward = float(best)
+        callbacks.append(evaluation)
+
+    def state() -> dict[str, Any]:
+        return {
+            "instance_states": venv.env_method("get_instance_state"),
+            "episodes": progress.episodes,
+            "wall_time_s": prior_wall + budget.elapsed,
+            "best_mean_reward": None if evaluation is None else evaluation.best_mean_reward,
+            "references": dict(references),
+            "task_names": task_names,
+            "resumed_from": prior.get("resumed_from"),
+        }
+
+    checkpoints = None
+    if config.checkpoint_every:
+        checkpoints = ResumableCheckpointCallback(out, config.checkpoint_every, state, start=done)
+        callbacks.append(checkpoints)
+
+    start = time.perf_counter()
+    try:
+        model.learn(
+            total_timesteps=max(config.total_timesteps - done, 0),
+            callback=CallbackList(callbacks),
+            tb_log_name="agent",
+            reset_num_timesteps=resumed is None,
+        )
+        wall = time.perf_counter() - start
+        if checkpoints is not None:
+            save_checkpoint(model, out, state())
+    finally:
+        venv.close()
+        if evaluation is not None:
+            evaluation.eval_env.close()
+    save_model_atomic(model, out / "model.zip")
+    steps = int(model.num_timesteps) - done
+    return {
+        "algorithm": config.algorithm,
+        "timesteps": int(model.num_timesteps),
+        "timestep_cap": config.total_timesteps,
+        "time_budget_s": config.time_budget_s,
+        "stopped_by_budget": budget.stopped_by_budget,
+        "episodes": progress.episodes,
+        "wall_time_s": prior_wall + wall,
+        "env_steps_per_s": steps / wall if wall > 0 else 0.0,
+        "references": dict(references),
+        "task_names": task_names,
+        "best_mean_reward": None if evaluation is None else evaluation.best_mean_reward,
+        "resumed_from": prior.get("resumed_from"),
+    }
 
 
 def train_agent(
@@ -336,53 +487,91 @@ def train_agent(
             config.env, config.reference_instances, config.seed, workers, executor
         )
 
-        # 3. The envs, the agent and its callbacks.
+        # 3. The envs, the agent and its callbacks; 4. learn, checkpoint, save.
         venv = make_vec_env(config)
         task_names = [str(t) for t in venv.get_attr("task_names", indices=[0])[0]]
         model = build_model(config, venv, tensorboard_log=str(out / "tb"))
-        budget = BudgetCallback(config.time_budget_s)
-        progress = TqdmCallback(config.total_timesteps, disable=not progress_bar)
-        callbacks = [TaskMetricsCallback(task_names, references), budget, progress]
-        if config.checkpoint_every:
-            callbacks.append(CheckpointCallback(out / "checkpoint.zip", config.checkpoint_every))
-
-        # 4. Learn until the timestep cap or the wall budget, then save.
-        start = time.perf_counter()
-        try:
-            model.learn(
-                total_timesteps=config.total_timesteps,
-                callback=CallbackList(callbacks),
-                tb_log_name="agent",
-            )
-        finally:
-            venv.close()
-        wall = time.perf_counter() - start
-        save_model_atomic(model, out / "model.zip")
+        summary = _learn(config, out, model, venv, references, task_names, progress_bar)
     finally:
         torch.set_num_threads(threads)
-    summary = {
-        "algorithm": config.algorithm,
-        "timesteps": int(model.num_timesteps),
-        "timestep_cap": config.total_timesteps,
-        "time_budget_s": config.time_budget_s,
-        "stopped_by_budget": budget.stopped_by_budget,
-        "episodes": progress.episodes,
-        "wall_time_s": wall,
-        "env_steps_per_s": model.num_timesteps / wall if wall > 0 else 0.0,
-        "references": references,
-        "task_names": task_names,
-    }
     (out / "training.json").write_text(json.dumps(summary, indent=2))
     return out
 
 
-def load_model(run: str | Path) -> BaseAlgorithm:
-    """The final model of a run folder (``RUN/model.zip``), on CPU, without an env."""
+def resume_agent(
+    run: str | Path, progress_bar: bool = True, total_timesteps: int | None = None
+) -> Path:
+    """Continue an agent run from its last checkpoint (``igb train-agent --resume RUN``).
+
+    Restores the model and its optimizer, the replay buffer (off-policy), VecNormalize statistics
+    (if any), every sub-env's instance cursor and ``np_random`` state, and the main process's
+    numpy/torch/``random`` RNG states, then learns with ``reset_num_timesteps=False`` up to the
+    run's ``total_timesteps``. The episodes in progress at the checkpoint restart on new instances.
+
+    Args:
+        run: Run folder written by ``train_agent`` with ``checkpoint_every`` set.
+        progress_bar: Show a tqdm bar.
+        total_timesteps: A new timestep cap (to extend a finished run); recorded in
+            ``config.yaml``.
+
+    Returns:
+        The run folder.
+    """
+    out = Path(run)
+    config = load_agent_config(out / "config.yaml")
+    if total_timesteps is not None:
+        config = replace(config, total_timesteps=total_timesteps)
+        with (out / "config.yaml").open("w") as fh:
+            yaml.safe_dump(to_dict(config), fh, sort_keys=False)
+    folder = latest_checkpoint(out)
+    state = load_state(folder)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        venv = make_vec_env(config)
+        if (folder / "vecnormalize.pkl").is_file():
+            venv = VecNormalize.load(str(folder / "vecnormalize.pkl"), venv)
+        algo = get_algorithm(config.algorithm)
+        model = algo.load(
+            folder / "model.zip", env=venv, device="cpu", tensorboard_log=str(out / "tb")
+        )
+        if config.algorithm in OFF_POLICY and (folder / "replay_buffer.pkl").is_file():
+            model.load_replay_buffer(folder / "replay_buffer.pkl")  # type: ignore[attr-defined]
+        # Loading seeds the sub-envs again (SB3 seeds the env when it sets the model up): drop
+        # those pending seeds so that the restored instance cursors and np_random states count.
+        venv.unwrapped._seeds = [None] * venv.num_envs
+        for i, instance_state in enumerate(state["instance_states"]):
+            venv.env_method("set_instance_state", instance_state, indices=[i])
+        set_rng_states(load_rng_states(folder))
+        resumed = {**state, "resumed_from": int(state["timesteps"])}
+        summary = _learn(
+            config,
+            out,
+            model,
+            venv,
+            state.get("references", {}),
+            list(state["task_names"]),
+            progress_bar,
+            resumed=resumed,
+        )
+    finally:
+        torch.set_num_threads(threads)
+    (out / "training.json").write_text(json.dumps(summary, indent=2))
+    return out
+
+
+def load_model(run: str | Path, best: bool = False) -> BaseAlgorithm:
+    """The final model of a run folder (``RUN/model.zip``), on CPU, without an env.
+
+    Args:
+        run: Run folder.
+        best: Load ``RUN/best_model.zip`` (best on the held-out instances) instead.
+    """
     run = Path(run)
     config = load_agent_config(run / "config.yaml")
-    path = run / "model.zip"
+    path = run / ("best_model.zip" if best else "model.zip")
     if not path.is_file():
         raise FileNotFoundError(
             f"{str(path)!r} does not exist; is {str(run)!r} a finished agent run?"
         )
-    return ALGORITHMS[config.algorithm].load(path, device="cpu")
+    return get_algorithm(config.algorithm).load(path, device="cpu")
