@@ -493,9 +493,11 @@ class QM9(Benchmark):
         order = np.concatenate([self.rows[s] for s in SPLITS])
         feats, self.cache_hit = load_features(table, table_id, order, bool(rbf), cache)
         sizes = np.cumsum([0] + [len(self.rows[s]) for s in SPLITS])
-        train_x = feats[sizes[0] : sizes[1]].astype(np.float64)
-        x_mean, x_std = train_x.mean(0), train_x.std(0)
-        x_std = np.where(x_std > 1e-8, x_std, 1.0)
+        # Statistics accumulated in float64, applied in float32 (no float64 copy of the features).
+        train_x = feats[sizes[0] : sizes[1]]
+        x_mean = train_x.mean(0, dtype=np.float64).astype(np.float32)
+        x_std = train_x.std(0, dtype=np.float64)
+        x_std = np.where(x_std > 1e-8, x_std, 1.0).astype(np.float32)
         train_y = table.targets[self.rows["train"]]
         self.target_mean: Tensor = torch.from_numpy(train_y.mean(0))
         """Training-split mean of each target in original units ``[11]`` (float64)."""
