@@ -197,21 +197,22 @@ def convert_targets(raw: dict[str, np.ndarray], element_counts: np.ndarray) -> n
     return out
 
 
-def _parse_floats(text: str) -> list[float]:
-    # Strings such as "[[0.5,0.,1.],...]": Fortran-style "0." parses fine with float().
-    return [float(v) for v in text.replace("[", "").replace("]", "").split(",")]
+_STRIP = str.maketrans("", "", "[]' ")
 
 
 def read_table(data_dir: Path) -> QM9Table:
-    """Parse the three qm9pack CSVs (about 5-10 s for the full set)."""
+    """Parse the three qm9pack CSVs (a few seconds for the full set).
+
+    Coordinate strings such as ``"[[0.5,0.,1.],...]"`` (Fortran-style ``0.``) are parsed in one
+    pass by numpy; element symbols are single characters (H, C, N, O, F).
+    """
     csv.field_size_limit(sys.maxsize)
-    code = {e: i for i, e in enumerate(ELEMENTS)}
     columns = [t.column for t in TARGETS]
-    index: list[int] = []
-    n_atoms: list[int] = []
-    elements: list[int] = []
-    coords: list[float] = []
-    raw: dict[str, list[float]] = {c: [] for c in columns}
+    index: list[str] = []
+    n_atoms: list[str] = []
+    elements: list[str] = []
+    coords: list[str] = []
+    values: list[list[str]] = []
     for path in _check_files(data_dir):
         with path.open(newline="") as fh:
             reader = csv.reader(fh)
@@ -225,20 +226,23 @@ def read_table(data_dir: Path) -> QM9Table:
             i_idx, i_n, i_el, i_xyz = pos["Index"], pos["N_atoms"], pos["Elements"], pos["XYZ_Ang"]
             i_cols = [pos[c] for c in columns]
             for row in reader:
-                index.append(int(row[i_idx]))
-                n_atoms.append(int(row[i_n]))
-                elements.extend(code[e.strip(" '")] for e in row[i_el].strip("[]").split(","))
-                coords.extend(_parse_floats(row[i_xyz]))
-                for c, i in zip(columns, i_cols, strict=True):
-                    raw[c].append(float(row[i]))
+                index.append(row[i_idx])
+                n_atoms.append(row[i_n])
+                elements.append(row[i_el].translate(_STRIP).replace(",", ""))
+                coords.append(row[i_xyz].translate(_STRIP))
+                values.append([row[i] for i in i_cols])
     n = np.asarray(n_atoms, dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(n)])
-    el = np.asarray(elements, dtype=np.int8)
-    xyz = np.asarray(coords, dtype=np.float64).reshape(-1, 3)
-    if el.shape[0] != offsets[-1] or xyz.shape[0] != offsets[-1]:
+    lookup = np.full(256, -1, dtype=np.int8)
+    for code, symbol in enumerate(ELEMENTS):
+        lookup[ord(symbol)] = code
+    el = lookup[np.frombuffer("".join(elements).encode("ascii"), dtype=np.uint8)]
+    xyz = np.fromstring(",".join(coords), dtype=np.float64, sep=",").reshape(-1, 3)
+    if el.shape[0] != offsets[-1] or xyz.shape[0] != offsets[-1] or bool((el < 0).any()):
         raise ValueError("QM9 CSV: atom counts, elements and coordinates disagree")
     counts = _element_counts(el, offsets)
-    targets = convert_targets({c: np.asarray(v) for c, v in raw.items()}, counts)
+    raw = np.asarray(values, dtype=np.float64).reshape(-1, len(columns))
+    targets = convert_targets({c: raw[:, k] for k, c in enumerate(columns)}, counts)
     return QM9Table(
         index=np.asarray(index, dtype=np.int64),
         targets=targets,
