@@ -8,10 +8,11 @@ needs neither SB3 nor gymnasium and executes no stored code.
 What "the deterministic actor" is, per algorithm (SB3's ``docs/guide/export.md``, re-checked
 against ``model.predict(obs, deterministic=True)`` in the tests to 1e-5):
 
-* PPO: ``action_net(mlp_extractor.policy_net(obs))``, clipped to the action bounds ``[-1, 1]``
-  (SB3 clips unsquashed Gaussian actions in ``predict``).
-* SAC: ``tanh(mu(latent_pi(obs)))`` (the squashed mean; unscaling from ``[-1, 1]`` to the action
-  bounds is the identity here).
+* PPO, A2C: ``action_net(mlp_extractor.policy_net(obs))``, clipped to the action bounds
+  ``[-1, 1]`` (SB3 clips unsquashed Gaussian actions in ``predict``).
+* SAC, TQC: ``tanh(mu(latent_pi(obs)))`` (the squashed mean; unscaling from ``[-1, 1]`` to the
+  action bounds is the identity here).
+* TD3: ``mu(obs)``, an MLP ending in ``tanh``.
 
 Observations enter unnormalised: agents here are trained without ``VecNormalize`` (the env's
 features are already bounded and scaled), and the exporter refuses models whose feature extractor is
@@ -27,8 +28,9 @@ from typing import Any
 import gymnasium
 import stable_baselines3
 import torch
-from stable_baselines3 import PPO, SAC
+from stable_baselines3 import TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.torch_layers import FlattenExtractor
 from torch import Tensor, nn
 
@@ -83,7 +85,7 @@ def _mlp_layers(*modules: nn.Module) -> tuple[list[nn.Linear], str]:
 
 
 def actor_spec(model: BaseAlgorithm) -> ActorSpec:
-    """Copy the deterministic actor of a PPO or SAC model.
+    """Copy the deterministic actor of a PPO, A2C, SAC, TD3 or TQC model.
 
     Raises:
         ValueError: Another algorithm, gSDE, a non-flatten feature extractor, or a layer the
@@ -92,17 +94,25 @@ def actor_spec(model: BaseAlgorithm) -> ActorSpec:
     policy: Any = model.policy
     if getattr(policy, "use_sde", False):
         raise ValueError("models trained with gSDE (use_sde=True) cannot be exported")
-    if isinstance(model, PPO):
+    actor: Any = getattr(policy, "actor", None)
+    if isinstance(model, OnPolicyAlgorithm):  # PPO, A2C
         extractor, output = policy.pi_features_extractor, "clip"
         linears, activation = _mlp_layers(policy.mlp_extractor.policy_net, policy.action_net)
-    elif isinstance(model, SAC):
-        actor = policy.actor
+    elif actor is not None and hasattr(actor, "latent_pi"):  # SAC, TQC
         extractor, output = actor.features_extractor, "tanh"
         if not isinstance(actor.mu, nn.Linear):
             raise ValueError("SAC actors with a clipped mean (gSDE) cannot be exported")
         linears, activation = _mlp_layers(actor.latent_pi, actor.mu)
+    elif isinstance(model, TD3):
+        extractor, output = actor.features_extractor, "tanh"
+        layers = list(actor.mu)
+        if not layers or not isinstance(layers[-1], nn.Tanh):
+            raise ValueError("TD3 actors must end with tanh (squashed actions) to be exported")
+        linears, activation = _mlp_layers(*layers[:-1])
     else:
-        raise ValueError(f"cannot export {type(model).__name__}; supported: PPO, SAC")
+        raise ValueError(
+            f"cannot export {type(model).__name__}; supported: PPO, A2C, SAC, TD3, TQC"
+        )
     if not isinstance(extractor, FlattenExtractor):
         raise ValueError(
             f"cannot export feature extractor {type(extractor).__name__}; use the default"
@@ -128,7 +138,7 @@ def export_model(model: BaseAlgorithm, env_config: dict[str, Any], out: str | Pa
     """Write ``model``'s deterministic actor as a standalone policy folder.
 
     Args:
-        model: A trained PPO or SAC model.
+        model: A trained PPO, A2C, SAC, TD3 or TQC model.
         env_config: The env configuration it was trained on (for the sidecar: T, features, action
             map, K, balancer, base window, budget).
         out: Policy folder (created).

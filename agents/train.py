@@ -518,12 +518,12 @@ def resume_agent(
         The run folder.
     """
     out = Path(run)
+    folder = latest_checkpoint(out)
     config = load_agent_config(out / "config.yaml")
     if total_timesteps is not None:
         config = replace(config, total_timesteps=total_timesteps)
         with (out / "config.yaml").open("w") as fh:
             yaml.safe_dump(to_dict(config), fh, sort_keys=False)
-    folder = latest_checkpoint(out)
     state = load_state(folder)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

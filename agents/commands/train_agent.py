@@ -1,4 +1,4 @@
-"""``igb train-agent CONFIG``: train an SB3 agent that sets the task weights."""
+"""``igb train-agent CONFIG`` or ``--resume RUN``: train (or continue) an SB3 agent."""
 
 from __future__ import annotations
 
@@ -12,9 +12,15 @@ from typing import Any
 def register(subparsers: Any) -> None:
     """Add the ``train-agent`` subcommand."""
     p = subparsers.add_parser(
-        "train-agent", help="train an RL agent (SB3 PPO or SAC) on the IGB env"
+        "train-agent",
+        help="train an RL agent (SB3 PPO, SAC, TD3, A2C; TQC with sb3-contrib) on the IGB env",
     )
-    p.add_argument("config", help="agent YAML (see configs/agents/)")
+    p.add_argument("config", nargs="?", help="agent YAML (see configs/agents/)")
+    p.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue RUN from its last checkpoint up to its total_timesteps (or --timesteps)",
+    )
     p.add_argument("--out", help="run folder (default runs/agent-<time>)")
     p.add_argument("--seed", type=int, help="override the seed")
     p.add_argument("--timesteps", type=int, help="override total_timesteps (the timestep cap)")
@@ -26,8 +32,16 @@ def register(subparsers: Any) -> None:
 def main(args: argparse.Namespace) -> int:
     """Run ``igb train-agent``."""
     # SB3 is imported here, not at module level, so `igb train` and `igb --help` stay light.
-    from agents.train import load_agent_config, train_agent
+    from agents.train import load_agent_config, resume_agent, train_agent
 
+    if args.resume:
+        if args.config or args.seed is not None or args.time_budget is not None or args.out:
+            raise ValueError("--resume RUN takes no CONFIG, --out, --seed or --time-budget")
+        run = resume_agent(args.resume, not args.no_progress, total_timesteps=args.timesteps)
+        print(f"agent run folder: {run}  (resumed; export with `igb export {run}`)")
+        return 0
+    if not args.config:
+        raise ValueError("give an agent CONFIG, or --resume RUN")
     config = load_agent_config(args.config)
     changes: dict[str, Any] = {}
     if args.seed is not None:

@@ -110,8 +110,10 @@ def test_policy_weighting_runs_without_sb3_or_gymnasium(trained: Path, exported:
 def test_export_refuses_unsupported_models(trained: Path) -> None:
     from stable_baselines3 import A2C
 
-    model = A2C("MlpPolicy", make_env(dict(load_agent_config(trained / "config.yaml").env)))
-    with pytest.raises(ValueError, match="supported: PPO, SAC"):
+    # A2C exports like PPO (tests/agents/test_algorithms.py); its gSDE variant cannot.
+    env = make_env(dict(load_agent_config(trained / "config.yaml").env))
+    model = A2C("MlpPolicy", env, use_sde=True)
+    with pytest.raises(ValueError, match="gSDE"):
         actor_spec(model)
 
 
