@@ -157,7 +157,10 @@ def _fmt_pm(values: Sequence[float], signed: bool = True, sig: int | None = None
     if not math.isfinite(m):
         return "–"
     if sig is not None:
-        core, spread = f"{m:.{sig}g}", "–" if not math.isfinite(s) else f"{s:.2g}"
+        # ``sig`` significant digits for the mean; the spread gets the same decimals.
+        decimals = 0 if m == 0 else max(0, min(6, sig - 1 - math.floor(math.log10(abs(m)))))
+        core = f"{m:.{decimals}f}"
+        spread = "–" if not math.isfinite(s) else f"{s:.{decimals}f}"
     elif signed:
         core, spread = f"{m:+.2f}", "–" if not math.isfinite(s) else f"{s:.2f}"
     else:
