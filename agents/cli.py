@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agents.commands.compare",
     "agents.commands.export",
     "agents.commands.quickstart",
+    "agents.commands.evaluate",
 )
 
 

@@ -1,0 +1,66 @@
+"""``igb evaluate``: a tiny agent on held-out instances, as env rollouts and as plain MTL runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agents.cli import main
+from agents.evaluate import held_out_instances, paired
+from agents.export import export_run
+from agents.train import train_agent
+from tests.agents._configs import TINY_ENV, tiny_agent
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    env = {**TINY_ENV, "test_set": [1000, 1001, 1002]}
+    config = tiny_agent(
+        "ppo", env=env, total_timesteps=40, reference_instances=0, checkpoint_every=None
+    )
+    return train_agent(config, tmp_path_factory.mktemp("eval-run"), progress_bar=False)
+
+
+def test_evaluate_run_prints_delta_m_mean_std(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stl = str(tmp_path / "stl")
+    assert main(["evaluate", str(run), "--stl-cache", stl]) == 0
+    printed = capsys.readouterr().out
+    assert "Δm % mean ± std" in printed and "| policy |" in printed
+    results = json.loads((run / "evaluation.json").read_text())
+    assert results["instances"] == [1000, 1001, 1002]
+    assert (run / "policy" / "policy.json").is_file()  # exported on demand
+    policy = results["summary"]["policy"]
+    assert policy["delta_m"]["n"] == 3 and "vs_igbv1" in policy and "vs_si" in policy
+    assert {"policy", "ew", "igbv1", "policy_vs_igbv1"} <= set(results["rollouts"])
+    assert len(results["rollouts"]["policy"]["returns"]) == 3
+
+
+def test_evaluate_policy_folder_with_a_balancer(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = export_run(run, tmp_path / "policy")
+    out = tmp_path / "eval.json"
+    argv = ["evaluate", str(policy), "--instances", "1000", "1001", "--balancer", "db_mtl"]
+    assert main([*argv, "--out", str(out), "--stl-cache", str(tmp_path / "stl")]) == 0
+    summary = json.loads(out.read_text())["summary"]
+    # EW trains raw losses, which DB-MTL refuses: it is skipped under that balancer.
+    assert {"policy", "igbv1", "si", "ew", "policy+db_mtl", "igbv1+db_mtl"} <= set(summary)
+    assert "ew+db_mtl" not in summary
+    assert summary["policy+db_mtl"]["vs_igbv1"]["n"] == 2
+    assert "policy+db_mtl" in capsys.readouterr().out
+
+
+def test_held_out_instances_need_a_test_set_or_seeds() -> None:
+    with pytest.raises(ValueError, match="--instances"):
+        held_out_instances(TINY_ENV, None)
+    assert held_out_instances(TINY_ENV, [5, 6]) == [5, 6]
+    stats = paired([-1.0, -2.0, 0.5])
+    assert stats["wins"] == 2 and stats["ci95"][0] < stats["mean"] < stats["ci95"][1]
+
+
+def test_evaluate_refuses_other_folders(tmp_path: Path) -> None:
+    assert main(["evaluate", str(tmp_path)]) == 2
