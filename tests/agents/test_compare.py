@@ -67,6 +67,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, int]:
     return out, tmp / "stl", code
 
 
+@pytest.mark.slow
 def test_smoke_end_to_end_writes_table_csv_and_plots(smoke: tuple[Path, Path, int]) -> None:
     out, _, code = smoke
     assert code == 0
@@ -118,6 +119,7 @@ def _random_policy(folder: Path) -> Path:
     return save_policy(folder, PolicyNetwork([obs_dim, 8, 3]), env.policy_sidecar("random"))
 
 
+@pytest.mark.slow
 def test_a_crashing_cell_is_recorded_and_the_grid_completes(
     smoke: tuple[Path, Path, int], tmp_path: Path
 ) -> None:
@@ -171,6 +173,7 @@ def test_main_experiment_config_loads() -> None:
     assert {"sum", "db_mtl", "imgrad"} <= {b.name for b in config.balancers}
 
 
+@pytest.mark.slow
 def test_ray_backend_matches_local(smoke: tuple[Path, Path, int], tmp_path: Path) -> None:
     if importlib.util.find_spec("ray") is None:
         with pytest.raises(MissingExtraError, match=r'pip install -e "\.\[ray\]"'):
