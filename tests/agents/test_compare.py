@@ -160,6 +160,9 @@ def test_config_errors_name_the_problem(tmp_path: Path) -> None:
         _tiny(tmp_path, selection="best_val")
     with pytest.raises(ConfigError, match="does not exist"):
         _tiny(tmp_path, weightings=[{"name": "policy", "path": str(tmp_path / "nope")}])
+    flat = plan_grid(_tiny(tmp_path, balancers=[{"name": "mgda", "flat_rho": 2.0}])).cells
+    assert flat[0].train.flat_rho == 2.0 and flat[0].row == "EW + F-MGDA"
+    assert flat[0].key != plan_grid(_tiny(tmp_path, balancers=["mgda"])).cells[0].key
     excluded = _tiny(tmp_path, exclude=[{"weighting": "EW"}])
     plan = plan_grid(excluded)
     assert [c.weighting.name for c in plan.cells] == ["igbv1"]
