@@ -340,7 +340,9 @@ class MTLTrainer:
                 head_objective = (head_w * transformed).sum()
                 if extra is not None:
                     head_objective = head_objective + extra
-                head_objective.backward(inputs=self.task_params + self._extra_params)
+                head_inputs = self.task_params + self._extra_params
+                if head_inputs:  # a model without task parameters (e.g. the toy landscape)
+                    head_objective.backward(inputs=head_inputs)
                 write_grad(self.shared_params, direction)
             else:
                 objective = (w * transformed).sum()
