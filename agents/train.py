@@ -49,6 +49,7 @@ import yaml
 from stable_baselines3 import A2C, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
+from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.vec_env import (
     DummyVecEnv,
     SubprocVecEnv,
@@ -142,7 +143,10 @@ class AgentConfig:
         policy_kwargs: SB3 ``policy_kwargs``; ``activation_fn`` is a name (``tanh`` or ``relu``, the
             ones an export can rebuild), everything else goes to SB3 unchanged (``net_arch``,
             ``log_std_init``, ...).
-        hyperparameters: Keyword arguments of the SB3 algorithm (``n_steps``, ``batch_size``, ...).
+        hyperparameters: Keyword arguments of the SB3 algorithm (``n_steps``, ``batch_size``, ...);
+            the default is the prototype's PPO setting, which other algorithms replace by SB3's
+            own defaults. ``action_noise_std`` (off-policy) adds Gaussian exploration noise of
+            that standard deviation (TD3 defaults to 0.1, as in rl-zoo3; SB3's TD3 has none).
         total_timesteps: Timestep cap (env steps over all sub-envs).
         time_budget_s: Wall-clock budget in seconds (``None``: none); training stops at whichever
             of the two limits comes first. Wall-clock stopping depends on the machine, so the
@@ -175,6 +179,11 @@ class AgentConfig:
 
     def __post_init__(self) -> None:
         get_algorithm(self.algorithm)
+        if self.algorithm != "ppo" and dict(self.hyperparameters) == _default_hyperparameters():
+            # PPO's rollout settings mean nothing to the other algorithms: use SB3's defaults.
+            object.__setattr__(self, "hyperparameters", {})
+        if "action_noise_std" in self.hyperparameters and self.algorithm not in OFF_POLICY:
+            raise ConfigError("action_noise_std applies to off-policy algorithms (sac, td3, tqc)")
         if self.eval_every is not None and self.eval_every < 1:
             raise ConfigError(f"eval_every must be >= 1 or null, got {self.eval_every}")
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
@@ -281,6 +290,13 @@ def build_model(config: AgentConfig, venv: VecEnv, tensorboard_log: str | None) 
         # TD3 is deterministic.
         policy_kwargs.pop("log_std_init", None)
     algo = get_algorithm(config.algorithm)
+    hyperparameters = dict(config.hyperparameters)
+    noise_std = hyperparameters.pop("action_noise_std", 0.1 if config.algorithm == "td3" else None)
+    if noise_std:
+        n = int(np.prod(venv.action_space.shape or (1,)))
+        hyperparameters["action_noise"] = NormalActionNoise(
+            np.zeros(n), float(noise_std) * np.ones(n)
+        )
     with warnings.catch_warnings():
         # The prototype's minibatch of 64 does not divide its 144-step rollout; SB3 then warns
         # about the last, truncated minibatch, which is harmless (research/prototype.md).
@@ -293,7 +309,7 @@ def build_model(config: AgentConfig, venv: VecEnv, tensorboard_log: str | None) 
             tensorboard_log=tensorboard_log,
             device="cpu",
             verbose=0,
-            **dict(config.hyperparameters),
+            **hyperparameters,
         )
 
 

@@ -102,3 +102,17 @@ def test_vectorised_envs_get_distinct_seeds_and_instance_offsets() -> None:
     assert len(set(first)) == 3
     assert len({s["sampler"]["cursor"] for s in states}) == 3
     assert len({str(s["np_random"]) for s in states}) == 3
+
+
+def test_defaults_per_algorithm_and_td3_exploration_noise() -> None:
+    assert AgentConfig(algorithm="a2c").hyperparameters == {}
+    assert AgentConfig().hyperparameters["n_epochs"] == 10  # PPO keeps the prototype's setting
+    with pytest.raises(ConfigError, match="off-policy"):
+        AgentConfig(algorithm="ppo", hyperparameters={"action_noise_std": 0.2})
+    config = tiny_agent("td3", hyperparameters={"learning_starts": 5}, n_envs=1)
+    venv = make_vec_env(config)
+    try:
+        model: Any = build_model(config, venv, tensorboard_log=None)
+    finally:
+        venv.close()
+    assert model.action_noise is not None and np.allclose(model.action_noise._sigma, 0.1)
