@@ -515,7 +515,10 @@ def train_agent(
 
 
 def resume_agent(
-    run: str | Path, progress_bar: bool = True, total_timesteps: int | None = None
+    run: str | Path,
+    progress_bar: bool = True,
+    total_timesteps: int | None = None,
+    time_budget_s: float | None = None,
 ) -> Path:
     """Continue an agent run from its last checkpoint (``igb train-agent --resume RUN``).
 
@@ -529,6 +532,8 @@ def resume_agent(
         progress_bar: Show a tqdm bar.
         total_timesteps: A new timestep cap (to extend a finished run); recorded in
             ``config.yaml``.
+        time_budget_s: A new total wall-clock budget, counting the time already spent (to extend
+            a run stopped by its budget); recorded in ``config.yaml``.
 
     Returns:
         The run folder.
@@ -536,8 +541,13 @@ def resume_agent(
     out = Path(run)
     folder = latest_checkpoint(out)
     config = load_agent_config(out / "config.yaml")
+    changes: dict[str, Any] = {}
     if total_timesteps is not None:
-        config = replace(config, total_timesteps=total_timesteps)
+        changes["total_timesteps"] = total_timesteps
+    if time_budget_s is not None:
+        changes["time_budget_s"] = time_budget_s
+    if changes:
+        config = replace(config, **changes)
         with (out / "config.yaml").open("w") as fh:
             yaml.safe_dump(to_dict(config), fh, sort_keys=False)
     state = load_state(folder)

@@ -19,7 +19,8 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--resume",
         metavar="RUN",
-        help="continue RUN from its last checkpoint up to its total_timesteps (or --timesteps)",
+        help="continue RUN from its last checkpoint up to its total_timesteps (--timesteps and "
+        "--time-budget set a new cap and a new total wall budget)",
     )
     p.add_argument("--out", help="run folder (default runs/agent-<time>)")
     p.add_argument("--seed", type=int, help="override the seed")
@@ -35,9 +36,14 @@ def main(args: argparse.Namespace) -> int:
     from agents.train import load_agent_config, resume_agent, train_agent
 
     if args.resume:
-        if args.config or args.seed is not None or args.time_budget is not None or args.out:
-            raise ValueError("--resume RUN takes no CONFIG, --out, --seed or --time-budget")
-        run = resume_agent(args.resume, not args.no_progress, total_timesteps=args.timesteps)
+        if args.config or args.seed is not None or args.out:
+            raise ValueError("--resume RUN takes no CONFIG, --out or --seed")
+        run = resume_agent(
+            args.resume,
+            not args.no_progress,
+            total_timesteps=args.timesteps,
+            time_budget_s=args.time_budget,
+        )
         print(f"agent run folder: {run}  (resumed; export with `igb export {run}`)")
         return 0
     if not args.config:

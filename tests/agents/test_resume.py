@@ -88,3 +88,22 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         resume_agent(tmp_path, progress_bar=False)
     assert main(["train-agent", "--resume", str(tmp_path), "cfg.yaml"]) == 2
+
+
+def test_budget_stopped_run_resumes_with_a_new_budget(tmp_path: Path) -> None:
+    config = tiny_agent(
+        "sac",
+        total_timesteps=100_000,
+        time_budget_s=1.0,
+        checkpoint_every=20,
+        reference_instances=0,
+    )
+    run = train_agent(config, tmp_path, progress_bar=False)
+    first = json.loads((run / "training.json").read_text())
+    assert first["stopped_by_budget"] is True
+    target = first["timesteps"] + 10
+    argv = ["train-agent", "--resume", str(run), "--timesteps", str(target)]
+    assert main([*argv, "--time-budget", "1000", *QUIET]) == 0
+    summary = json.loads((run / "training.json").read_text())
+    assert summary["timesteps"] == target and summary["resumed_from"] == first["timesteps"]
+    assert summary["stopped_by_budget"] is False
