@@ -43,20 +43,22 @@ def apply_transform(
         The transformed losses ``[T]``, differentiable where ``losses`` is.
 
     Raises:
-        ValueError: Under ``log``, a loss at or below its lower bound, or a non-finite loss.
+        ValueError: Under ``log``, a loss below its lower bound, or a non-finite loss. A loss
+            exactly at its bound is accepted (``eps`` keeps the log finite): cross-entropy
+            reaches exactly 0 in float32 once a batch is classified with certainty.
     """
     check_transform(name)
     if name == "identity":
         return losses
     margin = losses - lower_bounds.to(losses)
     detached = margin.detach()
-    bad = ~(detached > 0)
+    bad = ~(detached >= 0) | ~torch.isfinite(detached)
     if bool(bad.any()):
         idx = int(torch.nonzero(bad)[0])
         task = task_names[idx] if task_names is not None else f"#{idx}"
         raise ValueError(
-            f"log transform: loss of task {task!r} is {float(losses[idx].detach()):.6g}, at or "
-            f"below its lower bound L*={float(lower_bounds[idx]):.6g} (or not finite); the log "
-            "transform needs L > L*. Declare a lower bound below the reachable loss."
+            f"log transform: loss of task {task!r} is {float(losses[idx].detach()):.6g}, below "
+            f"its lower bound L*={float(lower_bounds[idx]):.6g} (or not finite); the log "
+            "transform needs L >= L*. Declare a lower bound at or below the reachable loss."
         )
     return torch.log(margin + eps)

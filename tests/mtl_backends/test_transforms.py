@@ -18,8 +18,8 @@ def test_log_subtracts_lower_bound() -> None:
     torch.testing.assert_close(out, torch.log(torch.tensor([2.0, 2.0])))
 
 
-@pytest.mark.parametrize("value", [0.0, -1.0, float("nan")])
-def test_log_rejects_loss_at_or_below_bound_naming_task(value: float) -> None:
+@pytest.mark.parametrize("value", [-1e-6, -1.0, float("nan"), float("inf")])
+def test_log_rejects_loss_below_bound_naming_task(value: float) -> None:
     with pytest.raises(ValueError, match=r"task 'depth'.*lower bound"):
         apply_transform(
             "log", torch.tensor([1.0, value]), torch.zeros(2), task_names=("seg", "depth")
@@ -44,3 +44,9 @@ def test_log_gradient_is_scale_invariant(loss: float, scale: float) -> None:
         apply_transform("log", (scale * loss * theta**2).reshape(1), zeros, eps=0.0).sum(), theta
     )
     torch.testing.assert_close(g1, g2)
+
+
+def test_log_accepts_a_loss_exactly_at_its_bound() -> None:
+    # Cross-entropy reaches exactly 0 in float32 once a batch is classified with certainty.
+    out = apply_transform("log", torch.tensor([0.0, 2.5]), torch.tensor([0.0, 2.5]), eps=1e-8)
+    torch.testing.assert_close(out, torch.log(torch.tensor([1e-8, 1e-8])))
