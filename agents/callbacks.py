@@ -15,17 +15,17 @@ Each callback does one thing and is composed in ``agents/train.py`` with ``Callb
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
+import io
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+
+from mtl_backends.atomic import atomic_open
 
 
 def save_model_atomic(model: BaseAlgorithm, path: str | Path) -> Path:
@@ -41,18 +41,8 @@ def save_model_atomic(model: BaseAlgorithm, path: str | Path) -> Path:
         ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            model.save(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as fh:
+        model.save(cast(io.BufferedIOBase, fh))
     return path
 
 

@@ -40,6 +40,8 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
+from mtl_backends.atomic import write_json_atomic
+
 POINTER = "checkpoint.json"
 LEGACY_MODEL = "checkpoint.zip"
 
@@ -58,20 +60,6 @@ def set_rng_states(states: Mapping[str, Any]) -> None:
     np.random.set_state(states["numpy"])
     torch.set_rng_state(states["torch"])
     random.setstate(states["random"])
-
-
-def _write_json_atomic(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _fsync_dir(path: Path) -> None:
@@ -121,7 +109,7 @@ def save_checkpoint(model: BaseAlgorithm, run: str | Path, state: Mapping[str, A
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _fsync_dir(run)
-    _write_json_atomic({"dir": name, "timesteps": timesteps}, run / POINTER)
+    write_json_atomic({"dir": name, "timesteps": timesteps}, run / POINTER)
     link = run / f".{LEGACY_MODEL}.tmp"
     with contextlib.suppress(FileNotFoundError):
         link.unlink()

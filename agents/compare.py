@@ -959,7 +959,7 @@ def compare(
     from tqdm.auto import tqdm
 
     from agents.compare_report import write_report
-    from mtl_backends.stl import write_json_atomic
+    from mtl_backends.atomic import write_json_atomic
 
     start = time.perf_counter()
     # Fails early (before any file is written) when the backend's extra is missing.
@@ -1032,7 +1032,7 @@ def _run_benchmark(
     progress_bar: bool,
 ) -> int:
     """STL references, then the cells, of one benchmark; returns the number of lost cells."""
-    from mtl_backends.stl import write_json_atomic
+    from mtl_backends.atomic import write_json_atomic
 
     lost = 0
     references = _stl_stage(runner, config, pending, progress_bar)

@@ -9,10 +9,11 @@ from typing import Any
 
 import yaml
 
+from mtl_backends.atomic import write_json_atomic
 from mtl_backends.balancers import make_balancer
 from mtl_backends.benchmarks import make_benchmark
 from mtl_backends.config import RunConfig, to_dict
-from mtl_backends.stl import stl_reference, write_json_atomic
+from mtl_backends.stl import stl_reference
 from mtl_backends.trainer import EvalResult, FitHistory, MTLTrainer
 from mtl_backends.weightings import make_weighting
 

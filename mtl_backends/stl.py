@@ -11,11 +11,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Any
 
+from mtl_backends.atomic import write_json_atomic
 from mtl_backends.balancers.sum import Sum
 from mtl_backends.benchmarks import make_benchmark
 from mtl_backends.config import MethodSpec, TrainConfig, to_dict
@@ -40,20 +38,6 @@ def stl_key(benchmark: MethodSpec, train: TrainConfig, seed: int) -> str:
         "seed": seed,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def write_json_atomic(obj: Any, path: Path) -> None:
-    """Write JSON to a temporary file in the same folder and rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def train_stl(

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mtl_backends.atomic import atomic_torch_save
 from mtl_backends.balancers.base import GradientBalancer
 from mtl_backends.balancers.flat import FlatSharpness
 from mtl_backends.benchmarks.base import Benchmark, predict
@@ -495,20 +494,3 @@ def _set_generator_state(method: Any, state: Tensor | None) -> None:
     gen = getattr(method, "generator", None)
     if state is not None and isinstance(gen, torch.Generator):
         gen.set_state(state)
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

@@ -16,14 +16,11 @@ the same folder renamed over the target):
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import importlib.util
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mtl_backends.atomic import atomic_open
 from mtl_backends.benchmarks.base import SPLITS, Benchmark, MetricSpec, SplitData
 from mtl_backends.models.hps import HardParameterSharing, mlp
 
@@ -260,21 +258,6 @@ def _element_counts(elements: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return counts
 
 
-@contextlib.contextmanager
-def _atomic_path(path: Path) -> Any:
-    """Yield a temporary path in ``path``'s folder; rename it over ``path`` on success."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def load_table(data_dir: Path | None = None, cache_dir: Path | None = None) -> QM9Table:
     """The parsed table, from ``cache_dir`` when present, else parsed and cached.
 
@@ -289,7 +272,7 @@ def load_table(data_dir: Path | None = None, cache_dir: Path | None = None) -> Q
         with np.load(path, allow_pickle=False) as z:
             return QM9Table(**{k: z[k] for k in QM9Table.__dataclass_fields__})
     table = read_table(data_dir)
-    with _atomic_path(path) as tmp, tmp.open("wb") as fh:
+    with atomic_open(path, "wb") as fh:
         np.savez(fh, **{k: getattr(table, k) for k in QM9Table.__dataclass_fields__})
     return table
 
@@ -428,7 +411,7 @@ def load_features(
     if path.is_file():
         return np.load(path, allow_pickle=False), True
     feats = featurize(table, rows, rbf=rbf)
-    with _atomic_path(path) as tmp, tmp.open("wb") as fh:
+    with atomic_open(path, "wb") as fh:
         np.save(fh, feats, allow_pickle=False)
     return feats, False
 

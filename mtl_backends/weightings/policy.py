@@ -25,11 +25,8 @@ stable_baselines3.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
-import os
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -198,20 +195,6 @@ class Policy:
             return self.network(self.normalize(x).unsqueeze(0))[0].detach()
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def features_description(
     spec: FeatureSpec, n_tasks: int, base_window: Sequence[int] | None
 ) -> dict[str, Any]:
@@ -354,7 +337,7 @@ def save_policy(
     Raises:
         ValueError: An inconsistent sidecar, network or normalisation.
     """
-    from mtl_backends.trainer import atomic_torch_save
+    from mtl_backends.atomic import atomic_torch_save, write_text_atomic
 
     folder = Path(path)
     out = dict(sidecar)
@@ -383,7 +366,7 @@ def save_policy(
     text = json.dumps(out, indent=2, sort_keys=True)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(tensors, folder / POLICY_FILE)
-    _atomic_write_text(folder / SIDECAR_FILE, text + "\n")
+    write_text_atomic(text + "\n", folder / SIDECAR_FILE)
     return folder
 
 
