@@ -41,7 +41,7 @@ def online_config(config: Any) -> Any:
 def main(args: argparse.Namespace) -> int:
     """Run ``igb online``."""
     import agents.online  # noqa: F401  (registers igbv2)
-    from agents.commands.train import apply_overrides
+    from agents.commands.train import apply_overrides, print_run
     from mtl_backends.config import RunConfig, load_config
     from mtl_backends.run import run
 
@@ -50,13 +50,5 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"online-{time.strftime('%Y%m%d-%H%M%S')}"
     result = run(config, out, progress_bar=True)
     kwargs = ", ".join(f"{k}={v}" for k, v in config.weighting.kwargs.items())
-    print(
-        f"benchmark={config.benchmark.name} weighting=igbv2({kwargs}) "
-        f"balancer={config.balancer.name} seed={config.seed} steps={config.train.steps}"
-    )
-    for name, value in result.test.metrics.items():
-        print(f"  test {name:>16s} = {value:.6g}")
-    if result.test.delta_m is not None:
-        print(f"  test Δm = {result.test.delta_m:+.3f} %   Δp = {result.test.delta_p:+.3f} %")
-    print(f"  {result.steps_per_second:.0f} steps/s; run folder: {out}")
+    print_run(config, result, out, f"igbv2({kwargs})")
     return 0

@@ -63,8 +63,14 @@ def main(args: argparse.Namespace) -> int:
     config = apply_overrides(load_config(RunConfig, args.config), args)
     out = Path(args.out) if args.out else Path("runs") / f"train-{time.strftime('%Y%m%d-%H%M%S')}"
     result = run(config, out, progress_bar=True)
+    print_run(config, result, out, config.weighting.name)
+    return 0
+
+
+def print_run(config: Any, result: Any, out: Path, weighting_label: str) -> None:
+    """Print a finished run: its settings, per-task test metrics, Δm / Δp and speed."""
     print(
-        f"benchmark={config.benchmark.name} weighting={config.weighting.name} "
+        f"benchmark={config.benchmark.name} weighting={weighting_label} "
         f"balancer={config.balancer.name} seed={config.seed} steps={config.train.steps}"
         + ("" if config.train.flat_rho is None else f" flat_rho={config.train.flat_rho}")
     )
@@ -73,4 +79,3 @@ def main(args: argparse.Namespace) -> int:
     if result.test.delta_m is not None:
         print(f"  test Δm = {result.test.delta_m:+.3f} %   Δp = {result.test.delta_p:+.3f} %")
     print(f"  {result.steps_per_second:.0f} steps/s; run folder: {out}")
-    return 0
