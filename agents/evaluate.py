@@ -114,18 +114,15 @@ def held_out_instances(env_config: Mapping[str, Any], instances: Sequence[int] |
     return [int(i) for i in held]
 
 
-def _instance_spec(env_config: Mapping[str, Any], seed: int) -> Any:
-    """The benchmark spec of instance ``seed``, exactly as the env builds it."""
-    from igb_env.config import load_env_config
+def instance_spec(config: Any, seed: int) -> Any:
+    """The benchmark spec of instance ``seed`` of an ``EnvConfig``, exactly as the env builds it."""
     from igb_env.env import BenchmarkCache
-    from mtl_backends.config import MethodSpec
 
-    config = load_env_config(dict(env_config))
-    cache = BenchmarkCache(config.benchmark, variation=config.variation)
-    return MethodSpec(config.benchmark.name, cache.kwargs_for(seed))
+    return BenchmarkCache(config.benchmark, variation=config.variation).spec_for(seed)
 
 
-def _init_worker() -> None:
+def init_worker() -> None:
+    """Process-pool initializer: one torch thread per worker."""
     import torch
 
     torch.set_num_threads(1)
@@ -144,12 +141,13 @@ def _rollout_job(env_config: dict[str, Any], policy: str | None, seed: int) -> f
     return float(sum(rewards))
 
 
-def _stl_job(env_config: dict[str, Any], seed: int, cache_dir: str | None) -> dict[str, Any]:
+def stl_job(env_config: Mapping[str, Any], seed: int, cache_dir: str | None) -> dict[str, Any]:
+    """STL reference of one instance of an env config (worker process)."""
     from igb_env.config import load_env_config
     from mtl_backends.stl import stl_reference
 
     config = load_env_config(dict(env_config))
-    return stl_reference(_instance_spec(env_config, seed), config.train, seed, cache_dir)
+    return stl_reference(instance_spec(config, seed), config.train, seed, cache_dir)
 
 
 def _mtl_job(
@@ -171,7 +169,7 @@ def _mtl_job(
     from mtl_backends.weightings import make_weighting
 
     config = load_env_config(dict(env_config))
-    spec = _instance_spec(env_config, seed)
+    spec = instance_spec(config, seed)
     kwargs = dict(config.balancer.kwargs) if balancer == config.balancer.name else {}
     with warnings.catch_warnings():
         # A policy under another balancer than its training one: the warning is the point of
@@ -270,7 +268,7 @@ def evaluate(
 
         preload_workers()
         context = multiprocessing.get_context("forkserver")
-        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker)
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker)
     start = time.perf_counter()
     try:
         # 1. Env rollouts: the policy, EW and IGBv1 on the same instances.
@@ -285,7 +283,7 @@ def evaluate(
         rollouts["policy_vs_igbv1"] = gain
 
         # 2. STL references, then plain MTL runs of every method under every balancer.
-        refs = _map(pool, _stl_job, [(env_config, s, stl_cache) for s in seeds])
+        refs = _map(pool, stl_job, [(env_config, s, stl_cache) for s in seeds])
         references = dict(zip(seeds, refs, strict=True))
         mtl_jobs = []
         for w, b in pairs:

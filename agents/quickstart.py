@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from agents.evaluate import init_worker, instance_spec, stl_job
+
 METHODS: tuple[str, ...] = ("ew", "si", "igbv1", "policy")
 LABELS: dict[str, str] = {"ew": "EW", "si": "SI", "igbv1": "IGBv1", "policy": "learned policy"}
 
@@ -103,30 +105,6 @@ class RunRecord:
     weights: list[list[float]] | None = None
 
 
-def _init_worker() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
-
-def _instance_spec(config: Any, seed: int) -> Any:
-    """The benchmark spec of instance ``seed``, exactly as the env builds it."""
-    from igb_env.env import BenchmarkCache
-    from mtl_backends.config import MethodSpec
-
-    cache = BenchmarkCache(config.benchmark, variation=config.variation)
-    return MethodSpec(config.benchmark.name, cache.kwargs_for(seed))
-
-
-def _stl_job(env: Mapping[str, Any], seed: int, cache_dir: str) -> dict[str, dict[str, float]]:
-    """STL reference of one held-out instance (worker process)."""
-    from igb_env.config import load_env_config
-    from mtl_backends.stl import stl_reference
-
-    config = load_env_config(dict(env))
-    return stl_reference(_instance_spec(config, seed), config.train, seed, cache_dir)
-
-
 def _method_job(
     env: Mapping[str, Any],
     method: str,
@@ -147,7 +125,7 @@ def _method_job(
     from mtl_backends.weightings import make_weighting
 
     config = load_env_config(dict(env))
-    spec = _instance_spec(config, seed)
+    spec = instance_spec(config, seed)
     weighting = (
         make_weighting("policy", path=policy) if method == "policy" else make_weighting(method)
     )
@@ -174,7 +152,7 @@ def _pool(workers: int) -> ProcessPoolExecutor:
 
     preload_workers()
     context = multiprocessing.get_context("forkserver")
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=init_worker)
 
 
 def _evaluate(
@@ -308,7 +286,7 @@ def quickstart(
     with _pool(size.workers) as pool:
         print(f"[1/4] STL references and EW / SI / IGBv1 on held-out seeds {seeds} ...", flush=True)
         n = len(seeds)
-        stl = pool.map(_stl_job, [dict(size.env)] * n, seeds, [str(out / "stl")] * n)
+        stl = pool.map(stl_job, [dict(size.env)] * n, seeds, [str(out / "stl")] * n)
         references = dict(zip(seeds, stl, strict=True))
         baselines = _evaluate(pool, size.env, ("ew", "si", "igbv1"), references, None)
 

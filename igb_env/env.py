@@ -283,6 +283,10 @@ class BenchmarkCache:
             kwargs["seed"] = int(instance)
         return kwargs
 
+    def spec_for(self, instance: int) -> MethodSpec:
+        """The benchmark spec of ``instance`` (name and ``kwargs_for``), for plain trainer runs."""
+        return MethodSpec(self.spec.name, self.kwargs_for(instance))
+
     def get(self, instance: int) -> Benchmark:
         """The benchmark of ``instance`` (data seeded by it when the benchmark takes a seed)."""
         key = int(instance) if self.seeded else 0

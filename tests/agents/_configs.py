@@ -4,25 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from agents.quickstart import TINY
 from agents.train import AgentConfig
 
-# A seconds-scale env: 60 steps with a 10-step base window, K = 10 (5 decisions per episode).
-TINY_ENV: dict[str, Any] = {
-    "preset": "tiny",
-    "benchmark": {
-        "name": "synthetic",
-        "n_train": 200,
-        "n_val": 50,
-        "n_test": 50,
-        "input_dim": 20,
-        "output_dim": 5,
-        "hidden": [16, 16],
-    },
-    "train": {"steps": 60, "base_window": [5, 10], "batch_size": 20},
-    "steps_per_action": 10,
-    "val_batch_size": 50,
-    "instances": [10_000, 1_000_000],
-}
+# A seconds-scale env, the one `igb quickstart --tiny` uses: 60 steps with a 10-step base window,
+# K = 10 (5 decisions per episode).
+TINY_ENV: dict[str, Any] = {"preset": "tiny", **TINY.env}
 
 # The sanity instance of the learning test: task 2's targets are pure noise (scale 0.01 under
 # unit label noise), so weighting it down helps both tasks' validation losses.
