@@ -938,6 +938,7 @@ def compare(
     ray_address: str | None = None,
     config_path: str | Path | None = None,
     report_only: bool = False,
+    benchmarks: Sequence[str] | None = None,
 ) -> CompareSummary:
     """Run (or resume) the grid of ``config`` and write the report to ``out_dir``.
 
@@ -952,9 +953,14 @@ def compare(
         config_path: Where the config came from (stated in the report).
         report_only: Only rebuild the report from the cells on disk (e.g. to look at a grid
             another process is still running); nothing is trained.
+        benchmarks: Train only the cells of these benchmark labels (``None``: all); the report
+            still covers every finished cell of the grid on disk.
 
     Returns:
         Counts of computed, reused, failed and skipped cells, and the report files.
+
+    Raises:
+        ConfigError: A label of ``benchmarks`` that the grid does not have.
     """
     from tqdm.auto import tqdm
 
@@ -962,6 +968,13 @@ def compare(
     from mtl_backends.atomic import write_json_atomic
 
     start = time.perf_counter()
+    labels = [b.display for b in config.benchmarks]
+    unknown = sorted(set(benchmarks or ()) - set(labels))
+    if unknown:
+        raise ConfigError(
+            f"unknown benchmark label(s) {', '.join(map(repr, unknown))}; "
+            f"this grid has: {', '.join(labels)}"
+        )
     # Fails early (before any file is written) when the backend's extra is missing.
     runner = None if report_only else make_backend(backend, workers, ray_address)
     out = Path(out_dir)
@@ -986,6 +999,8 @@ def compare(
     if report_only:
         todo = []
     else:
+        if benchmarks is not None:
+            todo = [c for c in todo if c.benchmark.display in benchmarks]
         write_json_atomic(
             {"config": to_dict(config), "provenance": provenance}, out / "experiment.json"
         )

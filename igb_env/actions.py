@@ -12,6 +12,7 @@ from gymnasium import spaces
 from mtl_backends.action_map import (
     ACTION_MAPS,
     ActionMap,
+    HeldAction,
     action_to_weights,
     check_action,
     get_action_map,
@@ -27,6 +28,7 @@ def action_space(n_tasks: int) -> spaces.Box:
 __all__ = [
     "ACTION_MAPS",
     "ActionMap",
+    "HeldAction",
     "action_space",
     "action_to_weights",
     "check_action",

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from igb_env.actions import action_space, check_action, held_action_weights
+from igb_env.actions import HeldAction, action_space, check_action
 from igb_env.config import PRESETS, EnvConfig, _merge, load_env_config
 from igb_env.instances import InstanceSampler
 from igb_env.observations import observation_names, observation_space, observation_table
@@ -54,24 +54,39 @@ class HeldActionWeighting(LossWeighting):
     def __init__(self, mode: str, tau: float) -> None:
         self.mode = mode
         self.tau = tau
-        self.action: Tensor | None = None
+        self.held = HeldAction(mode, tau)
+
+    @property
+    def action(self) -> Tensor | None:
+        """The held action (``None`` before the first one)."""
+        return self.held.action
+
+    def hold(self, action: Tensor | None) -> None:
+        """Hold the action ``[T]`` of the next K steps (``None``: release it).
+
+        Raises:
+            ValueError: Wrong shape or a NaN / infinite entry.
+        """
+        self.held.hold(action, self.n_tasks)
 
     def reset(self, n_tasks: int, generator: torch.Generator | None = None) -> None:
         """Forget the held action."""
         super().reset(n_tasks, generator)
-        self.action = None
+        self.held.hold(None, n_tasks)
 
     def __call__(self, context: StepContext) -> Tensor:
         """Weights of the held action with the current gaps."""
-        return held_action_weights(self.action, self.mode, self.tau, context.progress)
+        return self.held.weights(context.progress)
 
     def state_dict(self) -> dict[str, Any]:
         """The held action."""
-        return {"action": None if self.action is None else self.action.clone()}
+        action = self.held.action
+        return {"action": None if action is None else action.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the held action."""
-        self.action = state["action"]
+        action = state["action"]
+        self.held.hold(action, 0 if action is None else int(action.numel()))
 
 
 @dataclass
@@ -449,7 +464,7 @@ class IGBEnv(gym.Env[np.ndarray, np.ndarray]):
             raise RuntimeError("call reset() before step()")
         a = check_action(action, self.n_tasks)  # ValueError before any change
         episode = self._episode
-        self._weighting.action = a
+        self._weighting.hold(a)
         outcome = episode.advance()
         if not outcome.diverged:
             self._obs = self._clip(episode.observation())

@@ -94,6 +94,34 @@ def check_action(action: Tensor | np.ndarray | Sequence[float], n_tasks: int) ->
     return a
 
 
+def action_offset(
+    action: Tensor | np.ndarray | Sequence[float], tau: float, n_tasks: int
+) -> Tensor:
+    """``τ · clip(a, -1, 1)`` (float64 ``[T]``): what every map adds to its logits.
+
+    Raises:
+        ValueError: Wrong shape or a NaN / infinite entry.
+    """
+    return float(tau) * check_action(action, n_tasks).clamp(-1.0, 1.0)
+
+
+def offset_to_weights(offset: Tensor, mode: str, gaps: Tensor | None = None) -> Tensor:
+    """Weights (float32, sum ``T``) of an ``action_offset`` under the map ``mode``.
+
+    Raises:
+        ValueError: Unknown mode, or ``residual`` without gaps.
+    """
+    amap = get_action_map(mode)
+    if not amap.needs_gaps:
+        return igbv1_weights(offset).to(torch.float32)
+    if gaps is None:
+        raise ValueError(
+            f"action mode {mode!r} needs the current gaps, which exist only after the base window"
+        )
+    # The same ops and dtype as IGBv1 (float64 softmax, then float32), so a = 0 matches it exactly.
+    return igbv1_weights(gaps.detach().to("cpu", torch.float64) + offset).to(torch.float32)
+
+
 def action_to_weights(
     action: Tensor | np.ndarray | Sequence[float],
     mode: str,
@@ -114,7 +142,7 @@ def action_to_weights(
     Raises:
         ValueError: Unknown mode, wrong action shape, NaN/inf action, or missing/mismatched gaps.
     """
-    amap = get_action_map(mode)
+    get_action_map(mode)
     if gaps is not None:
         n_tasks = int(gaps.numel())
     else:
@@ -122,15 +150,7 @@ def action_to_weights(
         if len(shape) != 1:
             raise ValueError(f"action must be a vector [T], got shape {shape}")
         n_tasks = int(shape[0])
-    a = check_action(action, n_tasks).clamp(-1.0, 1.0)
-    if not amap.needs_gaps:
-        return igbv1_weights(float(tau) * a).to(torch.float32)
-    if gaps is None:
-        raise ValueError(
-            f"action mode {mode!r} needs the current gaps, which exist only after the base window"
-        )
-    # The same ops and dtype as IGBv1 (float64 softmax, then float32), so a = 0 matches it exactly.
-    return igbv1_weights(gaps.detach().to("cpu", torch.float64) + float(tau) * a).to(torch.float32)
+    return offset_to_weights(action_offset(action, tau, n_tasks), mode, gaps)
 
 
 def held_action_weights(
@@ -143,7 +163,8 @@ def held_action_weights(
 
     Before the base losses exist the weights are 1 (the base window trains with unit weights on log
     losses); afterwards the action (or 0 before the first decision) goes through the map with the
-    current gaps. The env and ``PolicyWeighting`` both call this, so they apply the same weights.
+    current gaps. ``HeldAction`` computes the same weights without re-validating the action at
+    every step.
     """
     if not progress.has_base or progress.gaps is None:
         return torch.ones(progress.n_tasks)
@@ -151,11 +172,61 @@ def held_action_weights(
     return action_to_weights(a, mode, tau, progress.gaps)
 
 
+class HeldAction:
+    """An action held for K steps, as the env and ``PolicyWeighting`` apply it.
+
+    ``hold`` validates, clips and scales the action once; ``weights`` maps it with the current gaps
+    at every step (equal, bit for bit, to ``held_action_weights`` with the same action). Holding
+    nothing means ``a = 0``.
+
+    Args:
+        mode: Action map (``absolute`` or ``residual``).
+        tau: Action temperature.
+    """
+
+    def __init__(self, mode: str, tau: float) -> None:
+        get_action_map(mode)
+        self.mode = mode
+        self.tau = float(tau)
+        self._action: Tensor | None = None
+        self._offset: Tensor | None = None
+
+    @property
+    def action(self) -> Tensor | None:
+        """The held action as given (validated, float64, not clipped), or ``None``."""
+        return self._action
+
+    def hold(self, action: Tensor | np.ndarray | Sequence[float] | None, n_tasks: int) -> None:
+        """Hold ``action`` (``None``: release it, i.e. ``a = 0``).
+
+        Raises:
+            ValueError: Wrong shape or a NaN / infinite entry.
+        """
+        if action is None:
+            self._action = self._offset = None
+            return
+        a = check_action(action, n_tasks)
+        self._action = a
+        self._offset = self.tau * a.clamp(-1.0, 1.0)
+
+    def weights(self, progress: GapTracker) -> Tensor:
+        """Weights of the current step (1 before the base losses exist)."""
+        if not progress.has_base or progress.gaps is None:
+            return torch.ones(progress.n_tasks)
+        offset = self._offset
+        if offset is None:
+            offset = torch.zeros(progress.n_tasks, dtype=torch.float64)
+        return offset_to_weights(offset, self.mode, progress.gaps)
+
+
 __all__ = [
     "ACTION_MAPS",
     "ActionMap",
+    "HeldAction",
+    "action_offset",
     "action_to_weights",
     "check_action",
     "get_action_map",
     "held_action_weights",
+    "offset_to_weights",
 ]

@@ -38,6 +38,12 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="only rebuild results.md/csv/plots from the cells on disk (train nothing)",
     )
+    p.add_argument(
+        "--benchmarks",
+        nargs="+",
+        metavar="LABEL",
+        help="train only these benchmarks of the grid (by label); the report keeps every cell",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=main)
 
@@ -45,6 +51,7 @@ def register(subparsers: Any) -> None:
 def main(args: argparse.Namespace) -> int:
     """Run ``igb compare``; exit code 1 if any cell failed or was lost, else 0."""
     from agents.compare import MissingExtraError, compare, load_experiment
+    from mtl_backends.registry import ConfigError
 
     config = load_experiment(args.config)
     out = Path(args.out) if args.out else Path("runs") / f"compare-{Path(args.config).stem}"
@@ -59,8 +66,9 @@ def main(args: argparse.Namespace) -> int:
             ray_address=args.ray_address,
             config_path=args.config,
             report_only=args.report_only,
+            benchmarks=args.benchmarks,
         )
-    except MissingExtraError as exc:
+    except (MissingExtraError, ConfigError) as exc:
         print(f"igb compare: error: {exc}", file=sys.stderr)
         return 2
     print((out / "results.md").read_text())

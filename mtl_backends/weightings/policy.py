@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mtl_backends.action_map import get_action_map, held_action_weights
+from mtl_backends.action_map import HeldAction, get_action_map
 from mtl_backends.progress import FeatureSpec, GapTracker, feature_table
 from mtl_backends.registry import ConfigError
 from mtl_backends.weightings.base import LossWeighting, StepContext
@@ -447,7 +447,7 @@ class PolicyWeighting(LossWeighting):
             None if lower_bounds is None else torch.as_tensor(lower_bounds, dtype=torch.float64)
         )
         self.generator: torch.Generator | None = None
-        self._action: Tensor | None = None
+        self._held = HeldAction(self.action_mode, self.tau)
         self._checked: int | None = None
         self.tracker: GapTracker | None = None
         self._step = 0
@@ -471,7 +471,7 @@ class PolicyWeighting(LossWeighting):
                 f"with T={self.policy.n_tasks}, the run has T={n_tasks}"
             )
         self.generator = generator
-        self._action = None
+        self._held.hold(None, n_tasks)
         self._checked = None
         self.tracker = None
         self._step = 0
@@ -490,22 +490,22 @@ class PolicyWeighting(LossWeighting):
         if progress.has_base and progress.gaps is not None:
             first = progress.base_window[1]
             if step >= first and (
-                self._action is None or (step - first) % self.steps_per_action == 0
+                self._held.action is None or (step - first) % self.steps_per_action == 0
             ):
-                self._action = self.policy.act(progress.features())
-        return held_action_weights(self._action, self.action_mode, self.tau, progress)
+                self._held.hold(self.policy.act(progress.features()), self.n_tasks)
+        return self._held.weights(progress)
 
     def state_dict(self) -> dict[str, Any]:
         """The held action and ``update``'s tracker and step."""
         return {
-            "action": None if self._action is None else self._action.clone(),
+            "action": None if self._held.action is None else self._held.action.clone(),
             "step": self._step,
             "tracker": None if self.tracker is None else self.tracker.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what ``state_dict`` returned."""
-        self._action = state["action"]
+        self._held.hold(state["action"], self.n_tasks)
         self._step = int(state["step"])
         if state["tracker"] is not None:
             self._ensure_tracker().load_state_dict(state["tracker"])

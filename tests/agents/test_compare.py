@@ -108,6 +108,22 @@ def test_resume_skips_finished_cells_and_reproduces_numbers(
     assert _numbers(out) == before
 
 
+def test_benchmarks_filter_trains_only_the_named_tables(tmp_path: Path) -> None:
+    """``benchmarks=`` trains one table; the report still lists every finished cell on disk."""
+    data = _smoke_dict(tmp_path / "stl")
+    data.update(weightings=["ew", "igbv1"], balancers=["sum"], seeds=[0])
+    config = experiment_from_dict(data)
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match=r"unknown benchmark label.*'nope'.*synthetic-tiny-T2"):
+        compare(config, out, workers=1, progress_bar=False, benchmarks=["nope"])
+    first = compare(config, out, workers=1, progress_bar=False, benchmarks=["synthetic-tiny-T2"])
+    assert first.computed == 2 and first.reused == 0
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert {r["benchmark"] for r in rows if r["status"] == "ok"} == {"synthetic-tiny-T2"}
+    second = compare(config, out, workers=1, progress_bar=False)
+    assert second.computed == 2 and second.reused == 2 and second.failed == 0
+
+
 def _random_policy(folder: Path) -> Path:
     """A random exported policy of the tiny env's format (T = 3), like `igb export` writes."""
     from igb_env import make_env

@@ -12,8 +12,16 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from mtl_backends.action_map import ACTION_MAPS, action_to_weights, get_action_map
+from mtl_backends.action_map import (
+    ACTION_MAPS,
+    HeldAction,
+    action_to_weights,
+    get_action_map,
+    held_action_weights,
+)
 from mtl_backends.balancers import make_balancer
 from mtl_backends.benchmarks import make_benchmark
 from mtl_backends.config import TrainConfig
@@ -101,6 +109,43 @@ def test_action_maps():
         action_to_weights(np.zeros(3), "nope", 1.0, gaps)
     with pytest.raises(ValueError, match="version"):
         get_action_map("residual", 2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    mode=st.sampled_from(sorted(ACTION_MAPS)),
+    tau=st.floats(0.1, 3.0),
+    action=st.lists(st.floats(-3.0, 3.0), min_size=3, max_size=3),
+    losses=st.lists(st.floats(0.01, 100.0), min_size=3, max_size=3),
+)
+def test_held_action_equals_held_action_weights(mode, tau, action, losses):
+    """``HeldAction`` (validated once per hold) equals the per-step function bit for bit."""
+    tracker = GapTracker(3, (0, 1))
+    held = HeldAction(mode, tau)
+    assert torch.equal(held.weights(tracker), held_action_weights(None, mode, tau, tracker))
+    tracker.update(torch.ones(3, dtype=torch.float64), 0, 1e-3)
+    tracker.update(torch.tensor(losses, dtype=torch.float64), 1, 1e-3)
+    assert torch.equal(held.weights(tracker), held_action_weights(None, mode, tau, tracker))
+    held.hold(np.array(action), 3)
+    w = held.weights(tracker)
+    assert torch.equal(w, held_action_weights(np.array(action), mode, tau, tracker))
+    assert float(w.sum()) == pytest.approx(3.0, rel=1e-5)
+    assert held.action is not None
+    assert torch.equal(held.action, torch.tensor(action, dtype=torch.float64))  # not clipped
+    held.hold(None, 3)
+    assert held.action is None
+
+
+def test_held_action_rejects_bad_actions():
+    held = HeldAction("residual", 1.0)
+    held.hold(np.zeros(3), 3)
+    for bad in (np.array([np.nan, 0.0, 0.0]), np.array([np.inf, 0.0, 0.0]), np.zeros(2)):
+        with pytest.raises(ValueError, match="action"):
+            held.hold(bad, 3)
+    assert held.action is not None
+    assert torch.equal(held.action, torch.zeros(3, dtype=torch.float64))  # the old one is kept
+    with pytest.raises(ValueError, match="unknown action mode"):
+        HeldAction("nope", 1.0)
 
 
 def test_save_load_round_trip(tmp_path):
