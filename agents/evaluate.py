@@ -229,6 +229,7 @@ def evaluate(
     workers: int = 1,
     stl_cache: str | None = ".igb-cache/stl",
     best: bool = False,
+    variation: bool | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run's policy (or an exported policy) on held-out instances; write JSON.
 
@@ -240,15 +241,23 @@ def evaluate(
         workers: Processes for the runs (1: in this process).
         stl_cache: STL reference cache folder (``None``: no cache).
         best: For a run folder, evaluate ``best_model.zip``.
+        variation: Draw each instance's benchmark arguments with the benchmark's
+            ``sample_variation`` (``True``: e.g. new task scales, noise floors and label fractions
+            for ``synthetic``), or not (``False``); ``None``: as the policy's env was configured.
 
     Returns:
-        The results (also written as JSON): ``rollouts``, ``runs``, ``summary``, ``table``.
+        The results (also written as JSON): ``rollouts``, ``runs``, ``summary``, ``table``, and
+        ``instance_specs`` (the benchmark arguments of every instance).
     """
     policy, env_config = resolve_policy(target, best=best)
+    if variation is not None:
+        env_config = {**env_config, "variation": bool(variation)}
     from igb_env.config import load_env_config
 
     seeds = held_out_instances(env_config, instances)
-    env_balancer = load_env_config(dict(env_config)).balancer.name
+    loaded_config = load_env_config(dict(env_config))
+    env_balancer = loaded_config.balancer.name
+    specs = {s: dict(instance_spec(loaded_config, s).kwargs) for s in seeds}
     all_balancers = [env_balancer, *[b for b in dict.fromkeys(balancers) if b != env_balancer]]
     from mtl_backends.balancers import make_balancer
     from mtl_backends.weightings import make_weighting
@@ -299,6 +308,8 @@ def evaluate(
         "target": str(target),
         "policy": str(policy),
         "instances": seeds,
+        "variation": bool(loaded_config.variation),
+        "instance_specs": {str(s): kw for s, kw in specs.items()},
         "balancers": all_balancers,
         "rollouts": rollouts,
         "summary": summary,

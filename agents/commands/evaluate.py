@@ -28,6 +28,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--workers", type=int, default=1, help="processes for the runs (default 1)")
     p.add_argument("--stl-cache", default=".igb-cache/stl", help="STL reference cache folder")
     p.add_argument("--best", action="store_true", help="use the run's best held-out model")
+    p.add_argument(
+        "--variation",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="draw each instance's benchmark arguments with the benchmark's variation sampler "
+        "(new task scales, noise, label fractions) or not (default: as the policy was trained)",
+    )
     p.set_defaults(func=main)
 
 
@@ -43,6 +50,7 @@ def main(args: argparse.Namespace) -> int:
         workers=args.workers,
         stl_cache=args.stl_cache,
         best=args.best,
+        variation=args.variation,
     )
     print(results["table"])
     out = args.out or str(Path(args.target) / "evaluation.json")

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from agents.cli import main
-from agents.evaluate import held_out_instances, paired
+from agents.evaluate import held_out_instances, instance_spec, paired
 from agents.export import export_run
 from agents.train import train_agent
+from igb_env.config import load_env_config
 from tests.agents._configs import TINY_ENV, tiny_agent
 
 
@@ -52,6 +53,20 @@ def test_evaluate_policy_folder_with_a_balancer(
     assert "ew+db_mtl" not in summary
     assert summary["policy+db_mtl"]["vs_igbv1"]["n"] == 2
     assert "policy+db_mtl" in capsys.readouterr().out
+
+
+def test_evaluate_on_varied_instances(run: Path, tmp_path: Path) -> None:
+    """``--variation`` evaluates on instances whose task scales the sampler draws."""
+    out = tmp_path / "varied.json"
+    argv = ["evaluate", str(run), "--instances", "1000", "--variation", "--out", str(out)]
+    assert main([*argv, "--stl-cache", str(tmp_path / "stl")]) == 0
+    results = json.loads(out.read_text())
+    assert results["variation"] is True
+    scales = results["instance_specs"]["1000"]["scales"]
+    assert len(scales) == 3 and all(1.0 <= s <= 100.0 for s in scales)
+    assert scales != [1.0, 10.0, 100.0]  # drawn, not the benchmark's defaults
+    plain = instance_spec(load_env_config(dict(TINY_ENV)), 1000).kwargs
+    assert plain.get("scales") != scales
 
 
 def test_held_out_instances_need_a_test_set_or_seeds() -> None:
