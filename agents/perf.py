@@ -235,6 +235,7 @@ AGENT_KEYS: tuple[str, ...] = (
     "val_reward_overhead",
     "policy_weighting_overhead",
     "agent_env_steps_per_second",
+    "agent_subproc2_speedup",
 )
 
 
@@ -265,6 +266,9 @@ def agent_overheads(threads: int, repeats: int, tiny: bool) -> dict[str, float]:
     * ``agent_env_steps_per_second``: env steps per second while SB3 PPO learns on the env
       (rollouts, resets and updates included; episodes of the ``tiny`` preset when ``tiny``,
       else the default 1000-step episodes).
+    * ``agent_subproc2_speedup``: env steps per second of the same PPO learning on two envs in
+      worker processes (``SubprocVecEnv``, one torch thread each, the same rollout size) / on one
+      env in this process; about 2 on two idle cores, about 1 on one.
 
     Args:
         threads: Torch threads.
@@ -338,7 +342,14 @@ def agent_overheads(threads: int, repeats: int, tiny: bool) -> dict[str, float]:
                 {name: _k_steps(tr, n_steps) for name, tr in trainers.items()}, repeats, calls
             )
         out["policy_weighting_overhead"] = med["policy"] / med["ew"]
-        out["agent_env_steps_per_second"] = _agent_steps_per_second(tiny)
+        # One env and two worker envs, alternated (medians of the rates).
+        rates: dict[int, list[float]] = {1: [], 2: []}
+        for _ in range(1 if tiny else max(1, min(repeats, 3))):
+            for n_envs in rates:
+                rates[n_envs].append(_agent_steps_per_second(tiny, n_envs=n_envs))
+        one, two = (float(np.median(rates[n])) for n in (1, 2))
+        out["agent_env_steps_per_second"] = one
+        out["agent_subproc2_speedup"] = two / one
     return out
 
 
@@ -362,20 +373,39 @@ def _k_steps(trainer: MTLTrainer, k: int) -> Callable[[], None]:
     return run
 
 
-def _agent_steps_per_second(tiny: bool) -> float:
-    """Env steps per second of SB3 PPO learning on one env (rollouts, resets and updates)."""
+def _agent_steps_per_second(tiny: bool, n_envs: int = 1) -> float:
+    """Env steps per second of SB3 PPO learning (rollouts, resets and updates).
+
+    ``n_envs > 1`` runs the envs in worker processes (``SubprocVecEnv``, started before the clock
+    starts) with the same total rollout size, so the two rates compare the same learning.
+    """
     from stable_baselines3 import PPO
 
-    from igb_env import make_env
+    from agents.train import AgentConfig, make_vec_env
 
-    env = make_env({"preset": "tiny"} if tiny else {})
-    n_steps = 10 if tiny else 32
-    total = 2 * n_steps
+    env_config: dict[str, Any] = {"preset": "tiny"} if tiny else {}
+    rollout = 10 if tiny else 32
+    n_envs = max(int(n_envs), 1)
+    config = AgentConfig(
+        algorithm="ppo",
+        env=env_config,
+        n_envs=n_envs,
+        vec_env="subproc" if n_envs > 1 else "dummy",
+        seed=0,
+    )
+    venv = make_vec_env(config)
+    n_steps = max(rollout // n_envs, 1)
     model = PPO(
-        "MlpPolicy", env, n_steps=n_steps, batch_size=n_steps, n_epochs=2, seed=0, device="cpu"
+        "MlpPolicy",
+        venv,
+        n_steps=n_steps,
+        batch_size=n_steps * n_envs,
+        n_epochs=2,
+        seed=0,
+        device="cpu",
     )
     start = time.perf_counter()
-    model.learn(total_timesteps=total)
+    model.learn(total_timesteps=2 * n_steps * n_envs)
     rate = model.num_timesteps / (time.perf_counter() - start)
-    env.close()
+    venv.close()
     return float(rate)
