@@ -1,0 +1,71 @@
+"""Paired Δm differences between any two rows of an ``igb compare`` results.csv.
+
+``results.md`` pairs every row with IGBv1 (the config's ``baseline``) under the same balancer.
+This prints other pairs, e.g. a learned policy + DB-MTL against DB-MTL as published (SI + DB-MTL):
+mean of (A − B) over the seeds both finished, its 95% Student-t interval, and the wins of A
+(seeds where A's Δm is lower).
+
+    python docs/experiments/scripts/paired_from_csv.py runs/igb_vs_rl/results.csv synthetic \
+        "learned policy + DB-MTL" "SI + DB-MTL"
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import statistics
+from pathlib import Path
+
+from scipy import stats
+
+
+def row_label(row: dict[str, str]) -> str:
+    """The table row of a CSV line: weighting, plus `` + balancer`` unless it is plain sum."""
+    if row["balancer"] == "sum" and not row["flat_rho"]:
+        return row["weighting"]
+    return f"{row['weighting']} + {row['balancer']}"
+
+
+def delta_m_by_seed(path: Path, benchmark: str, label: str) -> dict[int, float]:
+    """Seed -> test Δm of the finished cells of one row."""
+    out: dict[int, float] = {}
+    with path.open() as fh:
+        for row in csv.DictReader(fh):
+            ok = row["status"] == "ok" and row["benchmark"] == benchmark
+            if ok and row_label(row) == label:
+                out[int(row["seed"])] = float(row["delta_m"])
+    return out
+
+
+def main() -> None:
+    """Print A − B for every (A, B) pair given (A B [A B ...])."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("csv", type=Path)
+    parser.add_argument("benchmark")
+    parser.add_argument("rows", nargs="+", help="row labels, in (A, B) pairs")
+    args = parser.parse_args()
+    if len(args.rows) % 2:
+        parser.error("rows come in (A, B) pairs")
+    for a, b in zip(args.rows[::2], args.rows[1::2], strict=True):
+        da = delta_m_by_seed(args.csv, args.benchmark, a)
+        db = delta_m_by_seed(args.csv, args.benchmark, b)
+        seeds = sorted(set(da) & set(db))
+        if not seeds:
+            print(f"{a} − {b}: no seed finished for both")
+            continue
+        diff = [da[s] - db[s] for s in seeds]
+        mean = statistics.fmean(diff)
+        if len(diff) > 1:
+            half = stats.t.ppf(0.975, len(diff) - 1) * statistics.stdev(diff) / math.sqrt(len(diff))
+        else:
+            half = math.nan
+        wins = sum(d < 0 for d in diff)
+        print(
+            f"{args.benchmark}: {a} − {b} = {mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}] "
+            f"(A wins {wins}/{len(diff)}; seeds {seeds})"
+        )
+
+
+if __name__ == "__main__":
+    main()
