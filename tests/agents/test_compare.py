@@ -185,7 +185,8 @@ def test_config_errors_name_the_problem(tmp_path: Path) -> None:
     assert plan.skipped[0][1] == "excluded by the experiment config"
 
 
-def test_main_experiment_config_loads() -> None:
+def test_main_experiment_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)  # its policy path is relative to the repository root
     config = experiment_from_dict(yaml.safe_load(MAIN.read_text()))
     assert len(config.seeds) >= 5
     assert {"ew", "si", "igbv1"} <= {w.name for w in config.weightings}

@@ -1,0 +1,78 @@
+"""The learned policy in ``policies/``, as ``configs/experiments/igb_vs_rl.yaml`` uses it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from agents.compare import experiment_from_dict, plan_grid
+from mtl_backends.balancers import make_balancer
+from mtl_backends.benchmarks import make_benchmark
+from mtl_backends.config import TrainConfig
+from mtl_backends.trainer import MTLTrainer
+from mtl_backends.weightings import IGBv1
+from mtl_backends.weightings.policy import PolicyMismatchError, PolicyWeighting
+
+ROOT = Path(__file__).resolve().parents[2]
+POLICY = ROOT / "policies" / "synthetic-ppo-residual"
+MAIN = ROOT / "configs" / "experiments" / "igb_vs_rl.yaml"
+
+
+def test_shipped_policy_matches_the_synthetic_setting_of_the_main_comparison() -> None:
+    weighting = PolicyWeighting(POLICY)
+    sidecar = weighting.policy.sidecar
+    assert (weighting.n_tasks, weighting.steps_per_action, weighting.action_mode) == (
+        3,
+        25,
+        "residual",
+    )
+    assert sidecar["balancer"] == "sum" and sidecar["transform"] == "log"
+    data = yaml.safe_load(MAIN.read_text())
+    synthetic = next(b for b in data["benchmarks"] if b["name"] == "synthetic")
+    assert sidecar["total_steps"] == synthetic["train"]["steps"]
+    assert sidecar["base_window"] == synthetic["train"]["base_window"]
+
+
+def test_main_comparison_runs_the_shipped_policy_except_on_qm9(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(ROOT)  # the config's policy path is relative to the repository root
+    plan = plan_grid(experiment_from_dict(yaml.safe_load(MAIN.read_text())))
+    benches = {c.benchmark.display for c in plan.cells if c.weighting.name == "policy"}
+    assert benches == {"synthetic", "multi_digits"}
+    skipped = {c.benchmark.display for c, _ in plan.skipped if c.weighting.name == "policy"}
+    assert skipped == {"qm9-20k"}
+
+
+def test_shipped_policy_is_a_trained_policy_not_igbv1() -> None:
+    """On a small synthetic run it gives valid weights that move away from IGBv1's."""
+    bench = make_benchmark(
+        "synthetic", n_tasks=3, n_train=300, n_val=50, n_test=50, input_dim=20, hidden=[16, 16]
+    )
+    train = TrainConfig(steps=200, batch_size=20, base_window=(5, 10))
+    policy = PolicyWeighting(POLICY)
+    runs = {}
+    for name, weighting in (("policy", policy), ("igbv1", IGBv1())):
+        trainer = MTLTrainer(bench, weighting, make_balancer("sum"), train, seed=0)
+        runs[name] = torch.stack([trainer.step().weights.double() for _ in range(200)])
+    w = runs["policy"]
+    assert torch.isfinite(w).all() and (w > 0).all()
+    assert torch.allclose(w.sum(1), torch.full((200,), 3.0, dtype=torch.float64), atol=1e-5)
+    assert torch.equal(w[:10], torch.ones(10, 3, dtype=torch.float64))  # base window
+    # After its first decision the learned action is not zero, so the weights differ from IGBv1's.
+    assert (w[10:] - runs["igbv1"][10:]).abs().max() > 1e-3
+
+
+def test_shipped_policy_refuses_a_run_with_other_t() -> None:
+    bench = make_benchmark("synthetic", n_tasks=2, n_train=100, n_val=20, n_test=20)
+    with pytest.raises(PolicyMismatchError, match="T=3"):
+        MTLTrainer(
+            bench,
+            PolicyWeighting(POLICY),
+            make_balancer("sum"),
+            TrainConfig(steps=20, batch_size=10, base_window=(1, 2)),
+            seed=0,
+        )
