@@ -215,10 +215,28 @@ def paired(diff: Sequence[float]) -> dict[str, Any]:
     return out
 
 
-def _map(pool: ProcessPoolExecutor | None, fn: Any, jobs: list[tuple[Any, ...]]) -> list[Any]:
-    if pool is None:
-        return [fn(*job) for job in jobs]
-    return list(pool.map(fn, *zip(*jobs, strict=True)))
+def _map(
+    pool: ProcessPoolExecutor | None,
+    fn: Any,
+    jobs: list[tuple[Any, ...]],
+    desc: str = "",
+    progress_bar: bool = True,
+) -> list[Any]:
+    """``fn(*job)`` for every job, in order, in ``pool`` when given, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(jobs), desc=desc, unit="run", disable=not progress_bar) as bar:
+        if pool is None:
+            out = []
+            for job in jobs:
+                out.append(fn(*job))
+                bar.update()
+            return out
+        results = []
+        for result in pool.map(fn, *zip(*jobs, strict=True)):
+            results.append(result)
+            bar.update()
+        return results
 
 
 def evaluate(
@@ -230,6 +248,7 @@ def evaluate(
     stl_cache: str | None = ".igb-cache/stl",
     best: bool = False,
     variation: bool | None = None,
+    progress_bar: bool = True,
 ) -> dict[str, Any]:
     """Evaluate a run's policy (or an exported policy) on held-out instances; write JSON.
 
@@ -244,6 +263,7 @@ def evaluate(
         variation: Draw each instance's benchmark arguments with the benchmark's
             ``sample_variation`` (``True``: e.g. new task scales, noise floors and label fractions
             for ``synthetic``), or not (``False``); ``None``: as the policy's env was configured.
+        progress_bar: Show progress bars (stderr) over the rollouts, STL references and runs.
 
     Returns:
         The results (also written as JSON): ``rollouts``, ``runs``, ``summary``, ``table``, and
@@ -283,7 +303,7 @@ def evaluate(
         # 1. Env rollouts: the policy, EW and IGBv1 on the same instances.
         who = ("policy", "ew", "igbv1")
         jobs = [(env_config, str(policy) if w == "policy" else w, s) for w in who for s in seeds]
-        returns = _map(pool, _rollout_job, jobs)
+        returns = _map(pool, _rollout_job, jobs, "env rollouts", progress_bar)
         per = {w: returns[i * len(seeds) : (i + 1) * len(seeds)] for i, w in enumerate(who)}
         rollouts: dict[str, Any] = {w: {**_stats(v), "returns": v} for w, v in per.items()}
         # Higher return is better: policy - IGBv1, wins = instances where it is positive.
@@ -292,14 +312,14 @@ def evaluate(
         rollouts["policy_vs_igbv1"] = gain
 
         # 2. STL references, then plain MTL runs of every method under every balancer.
-        refs = _map(pool, stl_job, [(env_config, s, stl_cache) for s in seeds])
+        refs = _map(pool, stl_job, [(env_config, s, stl_cache) for s in seeds], "stl", progress_bar)
         references = dict(zip(seeds, refs, strict=True))
         mtl_jobs = []
         for w, b in pairs:
             label = w if b == env_balancer else f"{w}+{b}"
             for s in seeds:
                 mtl_jobs.append((env_config, label, w, str(policy), b, s, references[s]))
-        runs: list[MTLRun] = _map(pool, _mtl_job, mtl_jobs)
+        runs: list[MTLRun] = _map(pool, _mtl_job, mtl_jobs, "mtl runs", progress_bar)
     finally:
         if pool is not None:
             pool.shutdown()

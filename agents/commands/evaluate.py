@@ -28,6 +28,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--workers", type=int, default=1, help="processes for the runs (default 1)")
     p.add_argument("--stl-cache", default=".igb-cache/stl", help="STL reference cache folder")
     p.add_argument("--best", action="store_true", help="use the run's best held-out model")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
         "--variation",
         action=argparse.BooleanOptionalAction,
@@ -51,6 +52,7 @@ def main(args: argparse.Namespace) -> int:
         stl_cache=args.stl_cache,
         best=args.best,
         variation=args.variation,
+        progress_bar=not args.no_progress,
     )
     print(results["table"])
     out = args.out or str(Path(args.target) / "evaluation.json")
