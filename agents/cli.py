@@ -32,6 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="igb",
         description="Improvable Gap Balancing for multi-task learning, as an RL problem.",
     )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        metavar="N",
+        help="torch intra-op threads of this process (default: torch's, one per core); on a "
+        "machine shared with other jobs, 1 avoids oversubscription, which can slow small models "
+        "by 10x (commands that start worker processes give each worker one thread anyway)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -42,6 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``igb`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.torch_threads is not None:
+        if args.torch_threads < 1:
+            parser.error(f"--torch-threads must be at least 1, got {args.torch_threads}")
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     try:
         return int(args.func(args))
     except (ValueError, FileNotFoundError) as exc:

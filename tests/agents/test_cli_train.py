@@ -64,3 +64,20 @@ def test_igb_stl_prints_references(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["stl", str(_tiny_config(tmp_path)), "--seed", "0"]) == 0
     assert "t3_mse" in capsys.readouterr().out
     assert list((tmp_path / "stl").glob("*.json"))
+
+
+def test_torch_threads_option_sets_the_thread_count_and_rejects_zero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        argv = ["train", str(_tiny_config(tmp_path)), "--no-stl", "--out", str(tmp_path / "r")]
+        assert main(["--torch-threads", "1", *argv]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(SystemExit):
+        main(["--torch-threads", "0", *argv])
+    assert "--torch-threads must be at least 1" in capsys.readouterr().err
