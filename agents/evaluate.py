@@ -225,18 +225,13 @@ def _map(
     """``fn(*job)`` for every job, in order, in ``pool`` when given, with a progress bar."""
     from tqdm.auto import tqdm
 
+    done = (fn(*job) for job in jobs) if pool is None else pool.map(fn, *zip(*jobs, strict=True))
+    results = []
     with tqdm(total=len(jobs), desc=desc, unit="run", disable=not progress_bar) as bar:
-        if pool is None:
-            out = []
-            for job in jobs:
-                out.append(fn(*job))
-                bar.update()
-            return out
-        results = []
-        for result in pool.map(fn, *zip(*jobs, strict=True)):
+        for result in done:
             results.append(result)
             bar.update()
-        return results
+    return results
 
 
 def evaluate(

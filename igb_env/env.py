@@ -52,9 +52,17 @@ class HeldActionWeighting(LossWeighting):
     transform = "log"
 
     def __init__(self, mode: str, tau: float) -> None:
-        self.mode = mode
-        self.tau = tau
         self.held = HeldAction(mode, tau)
+
+    @property
+    def mode(self) -> str:
+        """Action map."""
+        return self.held.mode
+
+    @property
+    def tau(self) -> float:
+        """Action temperature."""
+        return self.held.tau
 
     @property
     def action(self) -> Tensor | None:
@@ -85,8 +93,7 @@ class HeldActionWeighting(LossWeighting):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the held action."""
-        action = state["action"]
-        self.held.hold(action, 0 if action is None else int(action.numel()))
+        self.held.hold(state["action"], self.n_tasks)
 
 
 @dataclass

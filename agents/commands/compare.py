@@ -51,7 +51,6 @@ def register(subparsers: Any) -> None:
 def main(args: argparse.Namespace) -> int:
     """Run ``igb compare``; exit code 1 if any cell failed or was lost, else 0."""
     from agents.compare import MissingExtraError, compare, load_experiment
-    from mtl_backends.registry import ConfigError
 
     config = load_experiment(args.config)
     out = Path(args.out) if args.out else Path("runs") / f"compare-{Path(args.config).stem}"
@@ -68,7 +67,7 @@ def main(args: argparse.Namespace) -> int:
             report_only=args.report_only,
             benchmarks=args.benchmarks,
         )
-    except (MissingExtraError, ConfigError) as exc:
+    except MissingExtraError as exc:
         print(f"igb compare: error: {exc}", file=sys.stderr)
         return 2
     print((out / "results.md").read_text())

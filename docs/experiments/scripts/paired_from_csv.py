@@ -14,10 +14,9 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import statistics
 from pathlib import Path
 
-from scipy import stats
+from agents.evaluate import paired
 
 
 def row_label(row: dict[str, str]) -> str:
@@ -54,16 +53,12 @@ def main() -> None:
         if not seeds:
             print(f"{a} − {b}: no seed finished for both")
             continue
-        diff = [da[s] - db[s] for s in seeds]
-        mean = statistics.fmean(diff)
-        if len(diff) > 1:
-            half = stats.t.ppf(0.975, len(diff) - 1) * statistics.stdev(diff) / math.sqrt(len(diff))
-        else:
-            half = math.nan
-        wins = sum(d < 0 for d in diff)
+        stats = paired([da[s] - db[s] for s in seeds])
+        mean = stats["mean"]
+        low, high = stats["ci95"] if len(seeds) > 1 else (math.nan, math.nan)
         print(
-            f"{args.benchmark}: {a} − {b} = {mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}] "
-            f"(A wins {wins}/{len(diff)}; seeds {seeds})"
+            f"{args.benchmark}: {a} − {b} = {mean:+.2f} [{low:+.2f}, {high:+.2f}] "
+            f"(A wins {stats['wins']}/{len(seeds)}; seeds {seeds})"
         )
 
 
