@@ -11,7 +11,9 @@ all methods alike, and reports the median over repeats. Keys (later issues add m
   its flat variant ``f-<name>`` (Phan et al., ``ρ = 2``).
 * ``ew_step_ms``: ``"T=<n>" ->`` the EW step time (ms) the ratios divide by.
 * ``env_step_overhead``, ``val_reward_overhead``, ``policy_weighting_overhead``,
-  ``agent_env_steps_per_second``: the RL path's costs (``agent_overheads``).
+  ``agent_env_steps_per_second``, ``agent_subproc2_speedup``: the RL path's costs
+  (``agent_overheads``); the overheads are medians of back-to-back ratios (``paired_ratios``)
+  and ``agent_overhead_quartiles`` gives their spread.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import functools
 import math
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -74,6 +76,44 @@ def interleaved_medians(
                 action()
             times[name].append((time.perf_counter() - start) / calls)
     return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def paired_ratios(
+    actions: Mapping[str, Callable[[], object]], reference: str, repeats: int, calls: int
+) -> dict[str, list[float]]:
+    """Per-repeat time ratios of each action to ``reference``, timed back to back.
+
+    Each repeat times every action once (``calls`` calls), in forward order on even repeats and
+    in reverse order on odd ones, and divides each time by the reference's time of the same
+    repeat. A ratio of neighbours cancels the load drifts that move both times, and the
+    alternating order cancels the advantage of running first (or last) in a repeat; the median
+    of the ratios is then a steadier estimate than a ratio of medians.
+
+    Returns:
+        ``name -> ratios`` (one per repeat) for every action except ``reference``.
+    """
+    if reference not in actions:
+        raise ValueError(f"reference {reference!r} is not one of the actions {sorted(actions)}")
+    names = list(actions)
+    out: dict[str, list[float]] = {name: [] for name in names if name != reference}
+    for r in range(repeats):
+        seconds: dict[str, float] = {}
+        for name in names if r % 2 == 0 else reversed(names):
+            start = time.perf_counter()
+            for _ in range(calls):
+                actions[name]()
+            seconds[name] = time.perf_counter() - start
+        for name in out:
+            out[name].append(seconds[name] / seconds[reference])
+    return out
+
+
+def _quartiles(values: Sequence[float]) -> list[float]:
+    """``[q25, q75]`` of ``values`` (both the value itself for one value)."""
+    if len(values) < 2:
+        return [float(values[0])] * 2
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return [float(q[0]), float(q[2])]
 
 
 def jacobian_batched_speedup(
@@ -214,7 +254,12 @@ def format_table(result: dict[str, Any]) -> str:
     for name in costs[keys[0]]:
         lines.append(f"  {name:<14s}" + "".join(f"{costs[k][name]:10.2f}" for k in keys))
     lines += ["", "agent path (ratios: RL path time / plain training time)"]
-    lines += [f"  {key:<28s}{result[key]:10.3f}" for key in AGENT_KEYS if key in result]
+    quartiles = result.get(OVERHEAD_QUARTILES, {})
+    for key in AGENT_KEYS:
+        if key in result:
+            spread = quartiles.get(key)
+            note = f"   (quartiles {spread[0]:.3f}-{spread[1]:.3f})" if spread else ""
+            lines.append(f"  {key:<28s}{result[key]:10.3f}{note}")
     return "\n".join(lines)
 
 
@@ -237,6 +282,9 @@ AGENT_KEYS: tuple[str, ...] = (
     "agent_env_steps_per_second",
     "agent_subproc2_speedup",
 )
+#: ``key -> [q25, q75]`` of the per-repeat ratios of the three overhead keys: the measurement's
+#: spread, to read a median against a target's margin.
+OVERHEAD_QUARTILES = "agent_overhead_quartiles"
 
 
 def _env_config(tiny: bool, reward: str, steps: int) -> dict[str, Any]:
@@ -253,8 +301,11 @@ def _env_config(tiny: bool, reward: str, steps: int) -> dict[str, Any]:
     }
 
 
-def agent_overheads(threads: int, repeats: int, tiny: bool) -> dict[str, float]:
+def agent_overheads(threads: int, repeats: int, tiny: bool) -> dict[str, Any]:
     """Costs of the RL path relative to plain training, measured side by side.
+
+    The three overheads are medians of per-repeat ratios of back-to-back timings
+    (``paired_ratios``); their quartiles are reported under ``OVERHEAD_QUARTILES``.
 
     * ``env_step_overhead``: one ``IGBEnv.step`` with a training-loss reward
       (``min_gap_decrease``) / the same K bare ``MTLTrainer`` steps (IGBv1, which the env's
@@ -276,7 +327,7 @@ def agent_overheads(threads: int, repeats: int, tiny: bool) -> dict[str, float]:
         tiny: Tiny model and episodes (for tests; the numbers are then not meaningful).
 
     Returns:
-        The four keys of ``AGENT_KEYS``.
+        The keys of ``AGENT_KEYS`` and ``OVERHEAD_QUARTILES``.
     """
     import tempfile
 
@@ -289,7 +340,7 @@ def agent_overheads(threads: int, repeats: int, tiny: bool) -> dict[str, float]:
 
     budget = 10**7  # never reached: no episode ends inside the measurements
     calls = 1 if tiny else 3
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
     with num_threads(threads):
         # Env steps (both reward kinds) vs the same K bare trainer steps, all interleaved.
         actions: dict[str, Callable[[], object]] = {}
@@ -310,9 +361,7 @@ def agent_overheads(threads: int, repeats: int, tiny: bool) -> dict[str, float]:
         actions["bare"] = _k_steps(bare, k)
         for action in actions.values():  # warm-up (past the base window)
             action()
-        med = interleaved_medians(actions, repeats, calls)
-        for key in ("env_step_overhead", "val_reward_overhead"):
-            out[key] = med[key] / med["bare"]
+        ratios = paired_ratios(actions, "bare", repeats, calls)
         for env in envs:
             env.close()
         # PolicyWeighting vs EW in a plain trainer.
@@ -338,10 +387,18 @@ def agent_overheads(threads: int, repeats: int, tiny: bool) -> dict[str, float]:
             for tr in trainers.values():
                 for _ in range(n_steps):
                     tr.step()
-            med = interleaved_medians(
-                {name: _k_steps(tr, n_steps) for name, tr in trainers.items()}, repeats, calls
+            ratios.update(
+                paired_ratios(
+                    {name: _k_steps(tr, n_steps) for name, tr in trainers.items()},
+                    "ew",
+                    repeats,
+                    calls,
+                )
             )
-        out["policy_weighting_overhead"] = med["policy"] / med["ew"]
+        ratios["policy_weighting_overhead"] = ratios.pop("policy")
+        for key, values in ratios.items():
+            out[key] = statistics.median(values)
+        out[OVERHEAD_QUARTILES] = {key: _quartiles(values) for key, values in ratios.items()}
         # One env and two worker envs, alternated (medians of the rates).
         rates: dict[int, list[float]] = {1: [], 2: []}
         for _ in range(1 if tiny else max(1, min(repeats, 3))):
@@ -381,7 +438,7 @@ def _agent_steps_per_second(tiny: bool, n_envs: int = 1) -> float:
     """
     from stable_baselines3 import PPO
 
-    from agents.train import AgentConfig, make_vec_env
+    from agents.train import AgentConfig, make_vec_env, null_logger
 
     env_config: dict[str, Any] = {"preset": "tiny"} if tiny else {}
     rollout = 10 if tiny else 32
@@ -404,6 +461,7 @@ def _agent_steps_per_second(tiny: bool, n_envs: int = 1) -> float:
         seed=0,
         device="cpu",
     )
+    model.set_logger(null_logger())
     start = time.perf_counter()
     model.learn(total_timesteps=2 * n_steps * n_envs)
     rate = model.num_timesteps / (time.perf_counter() - start)

@@ -49,6 +49,7 @@ import yaml
 from stable_baselines3 import A2C, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.vec_env import (
     DummyVecEnv,
@@ -281,7 +282,10 @@ def make_vec_env(config: AgentConfig) -> VecEnv:
 
 
 def build_model(config: AgentConfig, venv: VecEnv, tensorboard_log: str | None) -> BaseAlgorithm:
-    """The SB3 algorithm of ``config`` on ``venv`` (CPU; nothing is evaluated from strings)."""
+    """The SB3 algorithm of ``config`` on ``venv`` (CPU; nothing is evaluated from strings).
+
+    ``tensorboard_log=None`` logs nothing (``null_logger``).
+    """
     policy_kwargs = dict(config.policy_kwargs)
     if "activation_fn" in policy_kwargs:
         policy_kwargs["activation_fn"] = ACTIVATIONS[policy_kwargs["activation_fn"]]
@@ -301,7 +305,7 @@ def build_model(config: AgentConfig, venv: VecEnv, tensorboard_log: str | None) 
         # The prototype's minibatch of 64 does not divide its 144-step rollout; SB3 then warns
         # about the last, truncated minibatch, which is harmless (research/prototype.md).
         warnings.filterwarnings("ignore", message="You have specified a mini-batch size")
-        return algo(
+        model = algo(
             "MlpPolicy",
             venv,
             policy_kwargs=policy_kwargs,
@@ -311,6 +315,18 @@ def build_model(config: AgentConfig, venv: VecEnv, tensorboard_log: str | None) 
             verbose=0,
             **hyperparameters,
         )
+    if tensorboard_log is None:
+        model.set_logger(null_logger())
+    return model
+
+
+def null_logger() -> Logger:
+    """An SB3 logger that writes nothing.
+
+    Without TensorBoard, SB3's ``learn`` configures its default logger, which creates an empty
+    ``SB3-<date>`` folder in the system's temporary directory on every call.
+    """
+    return Logger(folder=None, output_formats=[])
 
 
 def _rollout_return(env_config: dict[str, Any], weighting: str, instance: int) -> float:

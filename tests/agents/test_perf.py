@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
 
+import agents.perf as perf
 from agents.cli import main
-from agents.perf import all_finite, format_table, interleaved_medians
+from agents.perf import all_finite, format_table, interleaved_medians, paired_ratios
 from mtl_backends.balancers import GRADIENT_BALANCERS
 
 
@@ -32,6 +34,31 @@ def test_interleaved_medians_orders_calls() -> None:
     )
     assert calls == ["a", "b"] * 3
     assert set(med) == {"a", "b"}
+
+
+def test_paired_ratios_alternate_order_and_divide_by_the_same_repeat(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A fake clock: each call of an action advances it by that action's duration.
+    durations = {"a": 1.0, "ref": 4.0, "b": 2.0}
+    now = [0.0]
+    calls: list[str] = []
+
+    def act(name: str) -> None:
+        calls.append(name)
+        now[0] += durations[name]
+
+    monkeypatch.setattr(perf.time, "perf_counter", lambda: now[0])
+    actions = {name: functools.partial(act, name) for name in durations}
+    ratios = paired_ratios(actions, "ref", repeats=3, calls=2)
+    forward = ["a", "a", "ref", "ref", "b", "b"]
+    assert calls == forward + forward[::-1] + forward
+    assert ratios == {"a": [0.25] * 3, "b": [0.5] * 3}
+
+
+def test_paired_ratios_rejects_an_unknown_reference() -> None:
+    with pytest.raises(ValueError, match="reference 'c' is not one of the actions"):
+        paired_ratios({"a": lambda: None}, "c", 1, 1)
 
 
 def test_all_finite() -> None:

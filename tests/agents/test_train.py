@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -148,3 +149,19 @@ def test_igb_train_agent_command_writes_a_run(tmp_path: Path) -> None:
     assert code == 0
     assert (out / "model.zip").is_file()
     assert load_agent_config(out / "config.yaml").seed == 3
+
+
+def test_models_without_tensorboard_leave_no_logger_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SB3's default logger creates an empty SB3-<date> folder in the temporary directory on
+    # every learn(); a model built without TensorBoard must not litter it.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
+    config = tiny_agent("ppo", hyperparameters={"n_steps": 8, "batch_size": 8, "n_epochs": 1})
+    venv = make_vec_env(dataclasses.replace(config, n_envs=1, vec_env="dummy"))
+    model = build_model(config, venv, tensorboard_log=None)
+    model.learn(total_timesteps=8)
+    venv.close()
+    assert model.num_timesteps >= 8
+    assert not list(tmp_path.glob("SB3-*"))
