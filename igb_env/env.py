@@ -199,9 +199,11 @@ class Episode:
             raise RuntimeError("the episode is over (budget spent or diverged); call reset()")
         trainer = self.trainer
         n_tasks = trainer.n_tasks
-        loss_sum = np.zeros(n_tasks)
-        weight_sum = np.zeros(n_tasks)
-        n = 0
+        # Per-step losses and weights are stacked and converted once per env step: a float64
+        # conversion per trainer step cost ~1% of a synthetic step. numpy sums axis 0 row by row,
+        # so the sums equal the former running ones bit for bit.
+        step_losses: list[torch.Tensor] = []
+        step_weights: list[torch.Tensor] = []
         try:
             for k in range(self.config.steps_per_action):
                 if k > 0:
@@ -209,9 +211,10 @@ class Episode:
                         break
                     trainer.forward()
                 result = trainer.apply()
-                loss_sum += result.losses.to(torch.float64).numpy()
-                weight_sum += result.weights.to(torch.float64).numpy()
-                n += 1
+                step_losses.append(result.losses)
+                step_weights.append(result.weights)
+            n = len(step_losses)
+            loss_sum = torch.stack(step_losses).to(torch.float64).numpy().sum(axis=0)
             done = trainer.done
             if not done:
                 trainer.forward()
@@ -237,7 +240,11 @@ class Episode:
             reward = math.nan
             done = True
             window, val_now = np.full(n_tasks, math.nan), None
-        weights = weight_sum / max(n, 1)
+        if step_weights:
+            weights = torch.stack(step_weights).to(torch.float64).numpy().sum(axis=0)
+            weights /= len(step_weights)
+        else:
+            weights = np.zeros(n_tasks)
         if not math.isfinite(reward):
             self.over = True
             return StepOutcome(float(self.config.divergence_penalty), True, True, weights, val_now)
