@@ -288,3 +288,36 @@ def test_variation_instances():
         100.0,
     ]
     assert rollout_baseline({**cfg, "variation": True}, "si", 3).rewards
+
+
+@pytest.mark.parametrize(
+    ("reward", "return_", "weights_step3"),
+    [
+        (
+            "val_log_improvement",
+            0.16059304710093944,
+            [1.5421504259109498, 1.2180865287780762, 0.23976305723190308],
+        ),
+        ("min_gap_decrease", -0.16708085579972626, None),
+    ],
+)
+def test_pinned_episode_regression(
+    reward: str, return_: float, weights_step3: list[float] | None
+) -> None:
+    # Values recorded before the env accumulated its K steps' losses and weights in one
+    # conversion per env step (797b957); any change to the MDP's numbers shows up here.
+    env = make_env({"preset": "tiny", "reward": {"name": reward}})
+    env.reset(seed=3)
+    rng = np.random.default_rng(0)
+    rewards, infos = [], []
+    done = False
+    while not done:
+        action = rng.uniform(-1, 1, env.n_tasks).astype(np.float32)
+        _, r, term, trunc, info = env.step(action)
+        rewards.append(float(r))
+        infos.append(info)
+        done = term or trunc
+    assert len(rewards) == 20
+    assert sum(rewards) == pytest.approx(return_, rel=1e-9, abs=1e-12)
+    if weights_step3 is not None:
+        np.testing.assert_allclose(infos[3]["weights"], weights_step3, rtol=1e-9)
