@@ -19,6 +19,7 @@ all methods alike, and reports the median over repeats. Keys (later issues add m
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 import statistics
@@ -315,8 +316,8 @@ def agent_overheads(threads: int, repeats: int, tiny: bool) -> dict[str, Any]:
     * ``policy_weighting_overhead``: an MTL step with ``PolicyWeighting`` (a random policy of the
       env's sidecar format) / an EW step.
     * ``agent_env_steps_per_second``: env steps per second while SB3 PPO learns on the env
-      (rollouts, resets and updates included; episodes of the ``tiny`` preset when ``tiny``,
-      else the default 1000-step episodes).
+      (rollouts, resets and updates included; two rollouts of 144 steps, i.e. 288 env steps
+      of the default 1000-step episodes; the ``tiny`` preset and 10-step rollouts when ``tiny``).
     * ``agent_subproc2_speedup``: env steps per second of the same PPO learning on two envs in
       worker processes (``SubprocVecEnv``, one torch thread each, the same rollout size) / on one
       env in this process; about 2 on two idle cores, about 1 on one.
@@ -436,32 +437,29 @@ def _agent_steps_per_second(tiny: bool, n_envs: int = 1) -> float:
     ``n_envs > 1`` runs the envs in worker processes (``SubprocVecEnv``, started before the clock
     starts) with the same total rollout size, so the two rates compare the same learning.
     """
-    from stable_baselines3 import PPO
+    from agents.train import AgentConfig, build_model, make_vec_env
 
-    from agents.train import AgentConfig, make_vec_env, null_logger
-
-    env_config: dict[str, Any] = {"preset": "tiny"} if tiny else {}
-    rollout = 10 if tiny else 32
+    # The default design's PPO (144-step rollouts = 4 episodes of 36 actions, minibatch 64,
+    # 10 epochs; ``AgentConfig``'s defaults) over two rollouts, so that resets and updates weigh as
+    # in real training (a 32-step rollout with 2 epochs hid the workers' gain).
+    rollout = 10 if tiny else 144
     n_envs = max(int(n_envs), 1)
-    config = AgentConfig(
-        algorithm="ppo",
-        env=env_config,
+    n_steps = max(rollout // n_envs, 1)
+    base = AgentConfig(algorithm="ppo", seed=0)
+    hyperparameters = (
+        {"n_steps": n_steps, "batch_size": n_steps * n_envs, "n_epochs": 2}
+        if tiny
+        else {**base.hyperparameters, "n_steps": n_steps}
+    )
+    config = dataclasses.replace(
+        base,
+        env={"preset": "tiny"} if tiny else {},
+        hyperparameters=hyperparameters,
         n_envs=n_envs,
         vec_env="subproc" if n_envs > 1 else "dummy",
-        seed=0,
     )
     venv = make_vec_env(config)
-    n_steps = max(rollout // n_envs, 1)
-    model = PPO(
-        "MlpPolicy",
-        venv,
-        n_steps=n_steps,
-        batch_size=n_steps * n_envs,
-        n_epochs=2,
-        seed=0,
-        device="cpu",
-    )
-    model.set_logger(null_logger())
+    model = build_model(config, venv, tensorboard_log=None)
     start = time.perf_counter()
     model.learn(total_timesteps=2 * n_steps * n_envs)
     rate = model.num_timesteps / (time.perf_counter() - start)
