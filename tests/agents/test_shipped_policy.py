@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from agents.compare import experiment_from_dict, plan_grid
+from agents.compare import Cell, experiment_from_dict, plan_grid
 from mtl_backends.balancers import make_balancer
 from mtl_backends.benchmarks import make_benchmark
 from mtl_backends.config import TrainConfig
@@ -18,18 +19,24 @@ from mtl_backends.weightings.policy import PolicyMismatchError, PolicyWeighting
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "policies" / "synthetic-ppo-residual"
+POLICY_DBMTL = ROOT / "policies" / "synthetic-ppo-residual-dbmtl"
 MAIN = ROOT / "configs" / "experiments" / "igb_vs_rl.yaml"
 
 
-def test_shipped_policy_matches_the_synthetic_setting_of_the_main_comparison() -> None:
-    weighting = PolicyWeighting(POLICY)
+@pytest.mark.parametrize(
+    ("policy", "balancer"), [(POLICY, "sum"), (POLICY_DBMTL, "db_mtl")], ids=["sum", "db_mtl"]
+)
+def test_shipped_policy_matches_the_synthetic_setting_of_the_main_comparison(
+    policy: Path, balancer: str
+) -> None:
+    weighting = PolicyWeighting(policy)
     sidecar = weighting.policy.sidecar
     assert (weighting.n_tasks, weighting.steps_per_action, weighting.action_mode) == (
         3,
         25,
         "residual",
     )
-    assert sidecar["balancer"] == "sum" and sidecar["transform"] == "log"
+    assert sidecar["balancer"] == balancer and sidecar["transform"] == "log"
     data = yaml.safe_load(MAIN.read_text())
     synthetic = next(b for b in data["benchmarks"] if b["name"] == "synthetic")
     assert sidecar["total_steps"] == synthetic["train"]["steps"]
@@ -41,10 +48,22 @@ def test_main_comparison_runs_the_shipped_policy_except_on_qm9(
 ) -> None:
     monkeypatch.chdir(ROOT)  # the config's policy path is relative to the repository root
     plan = plan_grid(experiment_from_dict(yaml.safe_load(MAIN.read_text())))
-    benches = {c.benchmark.display for c in plan.cells if c.weighting.name == "policy"}
-    assert benches == {"synthetic", "multi_digits"}
-    skipped = {c.benchmark.display for c, _ in plan.skipped if c.weighting.name == "policy"}
-    assert skipped == {"qm9-20k"}
+
+    def benches(cells: Iterable[Cell], label: str) -> set[str]:
+        return {c.benchmark.display for c in cells if c.weighting.display == label}
+
+    assert benches(plan.cells, "learned policy") == {"synthetic", "multi_digits"}
+    skipped = [c for c, _ in plan.skipped]
+    assert benches(skipped, "learned policy") == {"qm9-20k"}
+    # The DB-MTL-trained policy runs on synthetic only, under every balancer.
+    assert benches(plan.cells, "learned policy (DB-MTL-trained)") == {"synthetic"}
+    assert benches(skipped, "learned policy (DB-MTL-trained)") == {"multi_digits", "qm9-20k"}
+    balancers = {
+        c.balancer.name
+        for c in plan.cells
+        if c.weighting.display == "learned policy (DB-MTL-trained)"
+    }
+    assert balancers == {"sum", "db_mtl", "imgrad"}
 
 
 def test_shipped_policy_is_a_trained_policy_not_igbv1() -> None:
