@@ -280,12 +280,17 @@ AGENT_KEYS: tuple[str, ...] = (
     "env_step_overhead",
     "val_reward_overhead",
     "policy_weighting_overhead",
+    "igbv1_weighting_overhead",
     "agent_env_steps_per_second",
     "agent_subproc2_speedup",
 )
-#: ``key -> [q25, q75]`` of the per-repeat ratios of the three overhead keys: the measurement's
+#: ``key -> [q25, q75]`` of the back-to-back ratios of the overhead keys: the measurement's
 #: spread, to read a median against a target's margin.
 OVERHEAD_QUARTILES = "agent_overhead_quartiles"
+#: Back-to-back ratios per ``repeats`` for the overhead keys, each of a single call (one env step
+#: or K trainer steps, ~60 ms): a single ratio varies by ~±10% on a quiet 2-vCPU VM even between
+#: two identical trainers, so the median needs dozens of them to resolve a few percent.
+RATIOS_PER_REPEAT = 7
 
 
 def _env_config(tiny: bool, reward: str, steps: int) -> dict[str, Any]:
@@ -305,8 +310,9 @@ def _env_config(tiny: bool, reward: str, steps: int) -> dict[str, Any]:
 def agent_overheads(threads: int, repeats: int, tiny: bool) -> dict[str, Any]:
     """Costs of the RL path relative to plain training, measured side by side.
 
-    The three overheads are medians of per-repeat ratios of back-to-back timings
-    (``paired_ratios``); their quartiles are reported under ``OVERHEAD_QUARTILES``.
+    The overheads are medians of ``RATIOS_PER_REPEAT * repeats`` ratios of back-to-back timings
+    of one call each (``paired_ratios``); their quartiles are reported under
+    ``OVERHEAD_QUARTILES``.
 
     * ``env_step_overhead``: one ``IGBEnv.step`` with a training-loss reward
       (``min_gap_decrease``) / the same K bare ``MTLTrainer`` steps (IGBv1, which the env's
@@ -315,6 +321,9 @@ def agent_overheads(threads: int, repeats: int, tiny: bool) -> dict[str, Any]:
       validation pass per env step).
     * ``policy_weighting_overhead``: an MTL step with ``PolicyWeighting`` (a random policy of the
       env's sidecar format) / an EW step.
+    * ``igbv1_weighting_overhead``: an MTL step with IGBv1 / an EW step, timed in the same
+      rounds: the cost of the heuristic that residual policies build on (its log transform and
+      gap tracking), to read the policy's figure against.
     * ``agent_env_steps_per_second``: env steps per second while SB3 PPO learns on the env
       (rollouts, resets and updates included; two rollouts of 144 steps, i.e. 288 env steps
       of the default 1000-step episodes; the ``tiny`` preset and 10-step rollouts when ``tiny``).
@@ -324,7 +333,8 @@ def agent_overheads(threads: int, repeats: int, tiny: bool) -> dict[str, Any]:
 
     Args:
         threads: Torch threads.
-        repeats: Interleaved repeats (medians are reported).
+        repeats: Interleaved repeats (medians are reported); the overhead keys take
+            ``RATIOS_PER_REPEAT`` ratios per repeat.
         tiny: Tiny model and episodes (for tests; the numbers are then not meaningful).
 
     Returns:
@@ -340,7 +350,7 @@ def agent_overheads(threads: int, repeats: int, tiny: bool) -> dict[str, Any]:
     from mtl_backends.weightings.policy import PolicyNetwork, PolicyWeighting, save_policy
 
     budget = 10**7  # never reached: no episode ends inside the measurements
-    calls = 1 if tiny else 3
+    n_ratios = repeats if tiny else RATIOS_PER_REPEAT * repeats
     out: dict[str, Any] = {}
     with num_threads(threads):
         # Env steps (both reward kinds) vs the same K bare trainer steps, all interleaved.
@@ -362,7 +372,7 @@ def agent_overheads(threads: int, repeats: int, tiny: bool) -> dict[str, Any]:
         actions["bare"] = _k_steps(bare, k)
         for action in actions.values():  # warm-up (past the base window)
             action()
-        ratios = paired_ratios(actions, "bare", repeats, calls)
+        ratios = paired_ratios(actions, "bare", n_ratios, 1)
         for env in envs:
             env.close()
         # PolicyWeighting vs EW in a plain trainer.
@@ -382,6 +392,9 @@ def agent_overheads(threads: int, repeats: int, tiny: bool) -> dict[str, Any]:
                 "policy": MTLTrainer(
                     bench, PolicyWeighting(folder), make_balancer("sum"), train, seed=0
                 ),
+                "igbv1": MTLTrainer(
+                    bench, make_weighting("igbv1"), make_balancer("sum"), train, seed=0
+                ),
                 "ew": MTLTrainer(bench, make_weighting("ew"), make_balancer("sum"), train, seed=0),
             }
             n_steps = int(cfg["steps_per_action"])  # one full hold period per call
@@ -392,11 +405,12 @@ def agent_overheads(threads: int, repeats: int, tiny: bool) -> dict[str, Any]:
                 paired_ratios(
                     {name: _k_steps(tr, n_steps) for name, tr in trainers.items()},
                     "ew",
-                    repeats,
-                    calls,
+                    n_ratios,
+                    1,
                 )
             )
         ratios["policy_weighting_overhead"] = ratios.pop("policy")
+        ratios["igbv1_weighting_overhead"] = ratios.pop("igbv1")
         for key, values in ratios.items():
             out[key] = statistics.median(values)
         out[OVERHEAD_QUARTILES] = {key: _quartiles(values) for key, values in ratios.items()}

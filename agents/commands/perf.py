@@ -17,7 +17,12 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--threads", type=int, help="torch threads for the step costs (default: current)"
     )
-    p.add_argument("--repeats", type=int, default=5, help="interleaved repeats (default 5)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="interleaved repeats (default 5; the agent overheads take 7 ratios per repeat)",
+    )
     p.add_argument(
         "--tiny", action="store_true", help="tiny model, one call per repeat (smoke tests)"
     )

@@ -17,6 +17,7 @@ def test_agent_overheads_tiny_every_key_finite_and_positive() -> None:
         "env_step_overhead",
         "val_reward_overhead",
         "policy_weighting_overhead",
+        "igbv1_weighting_overhead",
     }
     for key, (low, high) in quartiles.items():
         assert 0 < low <= result[key] <= high
