@@ -11,9 +11,9 @@ all methods alike, and reports the median over repeats. Keys (later issues add m
   its flat variant ``f-<name>`` (Phan et al., ``ρ = 2``).
 * ``ew_step_ms``: ``"T=<n>" ->`` the EW step time (ms) the ratios divide by.
 * ``env_step_overhead``, ``val_reward_overhead``, ``policy_weighting_overhead``,
-  ``agent_env_steps_per_second``, ``agent_subproc2_speedup``: the RL path's costs
-  (``agent_overheads``); the overheads are medians of back-to-back ratios (``paired_ratios``)
-  and ``agent_overhead_quartiles`` gives their spread.
+  ``igbv1_weighting_overhead``, ``agent_env_steps_per_second``, ``agent_subproc2_speedup``:
+  the RL path's costs (``agent_overheads``); the overheads are medians of back-to-back ratios
+  (``paired_ratios``) and ``agent_overhead_quartiles`` gives their spread.
 """
 
 from __future__ import annotations
