@@ -11,6 +11,8 @@ Each callback does one thing and is composed in ``agents/train.py`` with ``Callb
   done are recorded in the run folder.
 * ``CheckpointCallback``: writes ``checkpoint.zip`` atomically every so many timesteps.
 * ``TqdmCallback``: a progress bar over timesteps, with the episode count and mean return.
+
+``null_logger`` is the logger of models that log nothing (no TensorBoard folder).
 """
 
 from __future__ import annotations
@@ -24,8 +26,18 @@ from typing import Any, cast
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Logger
 
 from mtl_backends.atomic import atomic_open
+
+
+def null_logger() -> Logger:
+    """An SB3 logger that writes nothing.
+
+    Without one, SB3's ``learn`` configures its default logger, which creates an empty
+    ``SB3-<date>`` folder in the system's temporary directory on every call.
+    """
+    return Logger(folder=None, output_formats=[])
 
 
 def save_model_atomic(model: BaseAlgorithm, path: str | Path) -> Path:

@@ -276,7 +276,8 @@ class IGBv2(LossWeighting):
         left to the random-phase weights).
         """
         from stable_baselines3 import SAC
-        from stable_baselines3.common.logger import Logger
+
+        from agents.callbacks import null_logger
 
         generator = generator if generator is not None else torch.Generator()
         super().reset(n_tasks, generator)
@@ -300,7 +301,7 @@ class IGBv2(LossWeighting):
                 device=self.device,
                 verbose=0,
             )
-        model.set_logger(Logger(folder=None, output_formats=[]))
+        model.set_logger(null_logger())
         self.model = model
         self._obs_device = model.device
         self.prev_state: Tensor | None = None

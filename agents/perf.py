@@ -65,6 +65,14 @@ def _benchmark(n_tasks: int, tiny: bool) -> Synthetic:
     return Synthetic(n_tasks=n_tasks, n_train=1000, n_val=10, n_test=10)
 
 
+def _seconds(action: Callable[[], object], calls: int) -> float:
+    """Wall seconds of ``calls`` calls of ``action``."""
+    start = time.perf_counter()
+    for _ in range(calls):
+        action()
+    return time.perf_counter() - start
+
+
 def interleaved_medians(
     actions: dict[str, Callable[[], object]], repeats: int, calls: int
 ) -> dict[str, float]:
@@ -72,10 +80,7 @@ def interleaved_medians(
     times: dict[str, list[float]] = {name: [] for name in actions}
     for _ in range(repeats):
         for name, action in actions.items():
-            start = time.perf_counter()
-            for _ in range(calls):
-                action()
-            times[name].append((time.perf_counter() - start) / calls)
+            times[name].append(_seconds(action, calls) / calls)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
@@ -98,12 +103,8 @@ def paired_ratios(
     names = list(actions)
     out: dict[str, list[float]] = {name: [] for name in names if name != reference}
     for r in range(repeats):
-        seconds: dict[str, float] = {}
-        for name in names if r % 2 == 0 else reversed(names):
-            start = time.perf_counter()
-            for _ in range(calls):
-                actions[name]()
-            seconds[name] = time.perf_counter() - start
+        order = names if r % 2 == 0 else reversed(names)
+        seconds = {name: _seconds(actions[name], calls) for name in order}
         for name in out:
             out[name].append(seconds[name] / seconds[reference])
     return out

@@ -49,7 +49,6 @@ import yaml
 from stable_baselines3 import A2C, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
-from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.vec_env import (
     DummyVecEnv,
@@ -66,6 +65,7 @@ from agents.callbacks import (
     BudgetCallback,
     TaskMetricsCallback,
     TqdmCallback,
+    null_logger,
     save_model_atomic,
 )
 from agents.checkpoint import (
@@ -318,15 +318,6 @@ def build_model(config: AgentConfig, venv: VecEnv, tensorboard_log: str | None) 
     if tensorboard_log is None:
         model.set_logger(null_logger())
     return model
-
-
-def null_logger() -> Logger:
-    """An SB3 logger that writes nothing.
-
-    Without TensorBoard, SB3's ``learn`` configures its default logger, which creates an empty
-    ``SB3-<date>`` folder in the system's temporary directory on every call.
-    """
-    return Logger(folder=None, output_formats=[])
 
 
 def _rollout_return(env_config: dict[str, Any], weighting: str, instance: int) -> float:

@@ -199,9 +199,8 @@ class Episode:
             raise RuntimeError("the episode is over (budget spent or diverged); call reset()")
         trainer = self.trainer
         n_tasks = trainer.n_tasks
-        # Per-step losses and weights are stacked and converted once per env step: a float64
-        # conversion per trainer step cost ~1% of a synthetic step. numpy sums axis 0 row by row,
-        # so the sums equal the former running ones bit for bit.
+        # Per-step losses and weights are kept as tensors and averaged once per env step
+        # (``_row_mean``): a float64 conversion per trainer step cost ~1% of a synthetic step.
         step_losses: list[torch.Tensor] = []
         step_weights: list[torch.Tensor] = []
         try:
@@ -213,14 +212,12 @@ class Episode:
                 result = trainer.apply()
                 step_losses.append(result.losses)
                 step_weights.append(result.weights)
-            n = len(step_losses)
-            loss_sum = torch.stack(step_losses).to(torch.float64).numpy().sum(axis=0)
             done = trainer.done
             if not done:
                 trainer.forward()
             val_now = self._validation_losses()
             assert self.window_losses is not None and trainer.progress.base_losses is not None
-            window = loss_sum / n
+            window = _row_mean(step_losses)
             inputs = RewardInput(
                 losses_prev=self.window_losses,
                 losses_now=window,
@@ -240,17 +237,23 @@ class Episode:
             reward = math.nan
             done = True
             window, val_now = np.full(n_tasks, math.nan), None
-        if step_weights:
-            weights = torch.stack(step_weights).to(torch.float64).numpy().sum(axis=0)
-            weights /= len(step_weights)
-        else:
-            weights = np.zeros(n_tasks)
+        weights = _row_mean(step_weights) if step_weights else np.zeros(n_tasks)
         if not math.isfinite(reward):
             self.over = True
             return StepOutcome(float(self.config.divergence_penalty), True, True, weights, val_now)
         self.window_losses, self.val_losses = window, val_now
         self.over = done
         return StepOutcome(reward, done, False, weights, val_now)
+
+
+def _row_mean(rows: list[torch.Tensor]) -> np.ndarray:
+    """Float64 mean of equal-length 1-D tensors.
+
+    numpy reduces axis 0 row by row, so the result equals a running float64 sum divided by the
+    count bit for bit (the env's numbers before it kept tensors).
+    """
+    total: np.ndarray = torch.stack(rows).to(torch.float64).numpy().sum(axis=0)
+    return total / len(rows)
 
 
 @dataclass
