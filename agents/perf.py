@@ -374,21 +374,18 @@ def agent_overheads(threads: int, repeats: int, tiny: bool) -> dict[str, Any]:
         for action in actions.values():  # warm-up (past the base window)
             action()
         ratios = paired_ratios(actions, "bare", n_ratios, 1)
-        for env in envs:
-            env.close()
-        # PolicyWeighting vs EW in a plain trainer.
-        cfg = _env_config(tiny, "min_gap_decrease", budget)
-        env = make_env(cfg)
-        env.reset(seed=0, options={"instance": 0})
+        # PolicyWeighting vs IGBv1 vs EW in plain trainers on the same benchmark, with a random
+        # policy in the format of the training-loss env above.
+        env = envs[0]
         obs_dim = int(np.prod(env.observation_space.shape or (0,)))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             net = PolicyNetwork([obs_dim, 64, 64, env.n_tasks])
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = save_policy(tmp, net, env.policy_sidecar("random"))
+        sidecar = env.policy_sidecar("random")
+        for env in envs:
             env.close()
-            bench = make_benchmark(**cfg["benchmark"])
-            train = from_dict(TrainConfig, cfg["train"])
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = save_policy(tmp, net, sidecar)
             trainers = {
                 "policy": MTLTrainer(
                     bench, PolicyWeighting(folder), make_balancer("sum"), train, seed=0
@@ -398,13 +395,12 @@ def agent_overheads(threads: int, repeats: int, tiny: bool) -> dict[str, Any]:
                 ),
                 "ew": MTLTrainer(bench, make_weighting("ew"), make_balancer("sum"), train, seed=0),
             }
-            n_steps = int(cfg["steps_per_action"])  # one full hold period per call
-            for tr in trainers.values():
-                for _ in range(n_steps):
+            for tr in trainers.values():  # one full hold period per call, after a warm-up one
+                for _ in range(k):
                     tr.step()
             ratios.update(
                 paired_ratios(
-                    {name: _k_steps(tr, n_steps) for name, tr in trainers.items()},
+                    {name: _k_steps(tr, k) for name, tr in trainers.items()},
                     "ew",
                     n_ratios,
                     1,
