@@ -9,10 +9,11 @@ Each callback does one thing and is composed in ``agents/train.py`` with ``Callb
 * ``BudgetCallback``: stops training at a wall-clock budget; the timestep cap is ``learn``'s
   ``total_timesteps``. Wall-clock stopping makes a run machine-dependent, so the timesteps actually
   done are recorded in the run folder.
-* ``CheckpointCallback``: writes ``checkpoint.zip`` atomically every so many timesteps.
 * ``TqdmCallback``: a progress bar over timesteps, with the episode count and mean return.
 
-``null_logger`` is the logger of models that log nothing (no TensorBoard folder).
+``null_logger`` is the logger of models that log nothing (no TensorBoard folder);
+``save_model_atomic`` writes a model so that a crash never leaves a truncated file. Resumable
+checkpoints are ``agents.checkpoint``'s.
 """
 
 from __future__ import annotations
@@ -143,29 +144,6 @@ class BudgetCallback(BaseCallback):
         if self.max_seconds is not None and self.elapsed >= self.max_seconds:
             self.stopped_by_budget = True
             return False
-        return True
-
-
-class CheckpointCallback(BaseCallback):
-    """Save the model atomically every ``every`` timesteps (overwriting one checkpoint file).
-
-    Args:
-        path: Checkpoint file, e.g. ``run/checkpoint.zip``.
-        every: Timesteps between saves (counted over all sub-envs).
-    """
-
-    def __init__(self, path: str | Path, every: int) -> None:
-        super().__init__()
-        if every < 1:
-            raise ValueError(f"checkpoint interval must be >= 1 timestep, got {every}")
-        self.path = Path(path)
-        self.every = every
-        self._next = every
-
-    def _on_step(self) -> bool:
-        if self.num_timesteps >= self._next:
-            save_model_atomic(self.model, self.path)
-            self._next = self.num_timesteps + self.every
         return True
 
 

@@ -40,6 +40,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
+from agents.callbacks import save_model_atomic
 from mtl_backends.atomic import write_json_atomic
 
 POINTER = "checkpoint.json"
@@ -208,8 +209,6 @@ class SaveBestCallback(BaseCallback):
         self.path = Path(path)
 
     def _on_step(self) -> bool:
-        from agents.callbacks import save_model_atomic
-
         save_model_atomic(self.model, self.path)
         return True
 

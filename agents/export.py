@@ -34,10 +34,11 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.torch_layers import FlattenExtractor
 from torch import Tensor, nn
 
-from agents.train import ACTIVATIONS, load_agent_config, load_model
+from agents.config import load_agent_config
+from agents.train import load_model
 from igb_env import make_env
-from mtl_backends.weightings.policy import PolicyNetwork, save_policy
-from mtl_backends.weightings.policy import versions as policy_versions
+from mtl_backends.policy import ACTIVATIONS, PolicyNetwork, save_policy
+from mtl_backends.policy import versions as policy_versions
 
 _ACTIVATION_NAMES: dict[type[nn.Module], str] = {cls: name for name, cls in ACTIVATIONS.items()}
 
@@ -49,7 +50,7 @@ class ActorSpec:
     Attributes:
         weights: Weight ``[out, in]`` of every linear layer, input to output.
         biases: Bias ``[out]`` of every linear layer.
-        activation: Hidden activation name (a key of ``agents.train.ACTIVATIONS``).
+        activation: Hidden activation name (a key of ``mtl_backends.policy.ACTIVATIONS``).
         output: ``clip`` (PPO: clip to ``[-1, 1]``) or ``tanh`` (SAC: squash).
     """
 

@@ -9,15 +9,18 @@ weighting from a config.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from igb_env.rewards import RewardInput, lr_factor, min_gap_decrease
+from mtl_backends.gaps import GapTracker
+from mtl_backends.policy.action_maps import make_action_map
+from mtl_backends.rng import RngStream, numpy_state_from_dict, numpy_state_to_dict
 from mtl_backends.weightings import LOSS_WEIGHTINGS
 from mtl_backends.weightings.base import LossWeighting, StepContext
 
@@ -37,39 +40,6 @@ _BUFFER_ARRAYS: tuple[str, ...] = (
 )
 
 
-def igbv2_reward(
-    previous: Tensor,
-    current: Tensor,
-    base: Tensor,
-    lower_bounds: Tensor | None = None,
-    alpha: float = 1.0,
-) -> float:
-    """IGBv2's reward ``α · min_t (L_t(k) − L_t(k+1)) / (L_base,t − L*_t)``.
-
-    Args:
-        previous: Raw batch losses at step ``k`` ``[T]``.
-        current: Raw batch losses at step ``k + 1`` ``[T]``.
-        base: Base losses ``L_base`` ``[T]``.
-        lower_bounds: Declared lower bounds ``L*`` ``[T]`` (default 0, the paper's form).
-        alpha: Reward scale (the paper's ``lr_0 / lr``).
-
-    Returns:
-        The reward as a Python float.
-    """
-    prev = previous.detach().to("cpu", torch.float64)
-    now = current.detach().to("cpu", torch.float64)
-    denom = base.detach().to("cpu", torch.float64)
-    if lower_bounds is not None:
-        denom = denom - lower_bounds.detach().to("cpu", torch.float64)
-    return float(alpha * torch.min((prev - now) / denom))
-
-
-def action_to_weights(action: Tensor, scale: float) -> Tensor:
-    """``T · softmax(scale · a)`` of a squashed action ``a ∈ [-1, 1]^T`` (float32, sums to T)."""
-    a = action.detach().to(torch.float64)
-    return (a.numel() * torch.softmax(scale * a, dim=0)).to(torch.float32)
-
-
 def logits_to_action(logits: Tensor, scale: float) -> Tensor:
     """The action in ``[-1, 1]^T`` whose weights are ``T · softmax(logits)``, when one exists.
 
@@ -82,28 +52,6 @@ def logits_to_action(logits: Tensor, scale: float) -> Tensor:
     return centred.clamp(-1.0, 1.0).to(torch.float32)
 
 
-def _numpy_state_to_dict(state: Any) -> dict[str, Any]:
-    name, keys, pos, has_gauss, cached = state
-    return {
-        "name": str(name),
-        "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-        "pos": int(pos),
-        "has_gauss": int(has_gauss),
-        "cached_gaussian": float(cached),
-    }
-
-
-def _numpy_state_from_dict(state: dict[str, Any]) -> tuple[Any, ...]:
-    keys = state["keys"].numpy().astype(np.uint32)
-    return (
-        state["name"],
-        keys,
-        int(state["pos"]),
-        int(state["has_gauss"]),
-        float(state["cached_gaussian"]),
-    )
-
-
 class IGBv2(LossWeighting):
     """Improvable Gap Balancing v2: a Soft Actor-Critic agent chooses the weights during the run.
 
@@ -112,9 +60,11 @@ class IGBv2(LossWeighting):
     (``ImprovableGapBalancing_v2``, ``SAC_Agent``).
 
     MDP: state = raw batch losses ``L(k)`` ``[T]``; action = weights ``w = T · softmax(u)``; reward
-    ``r = α · min_t (L_t(k) − L_t(k+1)) / (L_base,t − L*_t)`` with ``α = min(lr_0 / lr_k, cap)``;
+    ``r = α · min_t (L_t(k) − L_t(k+1)) / (L_base,t − L*_t)`` with ``α = min(lr_0 / lr_k, cap)``
+    (the env's ``min_gap_decrease`` reward, ``igb_env.rewards``, on one step's batch losses);
     objective ``Σ_t w_t log(L_t − L*_t + eps)`` (transform ``log``). Weights are positive and sum
-    to ``T``.
+    to ``T``: the ``absolute`` action map with ``τ = action_scale``
+    (``mtl_backends.policy.action_maps``).
 
     Schedule (``k`` = training step, ``E`` = steps per epoch, defaults = the paper's constants). At
     every step, in the published order:
@@ -192,6 +142,8 @@ class IGBv2(LossWeighting):
         device: Torch device of the agent.
     """
 
+    label = "IGBv2"
+
     transform = "log"
 
     def __init__(
@@ -244,29 +196,10 @@ class IGBv2(LossWeighting):
         self.lr_scale_cap = float(lr_scale_cap)
         self.device = device
         self.model: SAC | None = None
-        # RNG states of the agent (replaced in ``reset``): torch CPU state and numpy's legacy state.
-        self._torch_rng: Tensor = torch.Generator().get_state()
-        self._numpy_rng: Any = np.random.RandomState(0).get_state()
-
-    # -- RNG ownership --------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _sac_rng(self, with_numpy: bool = True) -> Iterator[None]:
-        # SB3 samples actions from the global torch RNG and replay indices from the global numpy
-        # RNG: swap in the states this object owns, and put the caller's back afterwards. Acting
-        # draws from torch only, so the (slower) numpy swap is skipped there.
-        outer_torch = torch.get_rng_state()
-        outer_np = np.random.get_state() if with_numpy else None
-        torch.set_rng_state(self._torch_rng)
-        if with_numpy:
-            np.random.set_state(self._numpy_rng)
-        try:
-            yield
-        finally:
-            self._torch_rng = torch.get_rng_state()
-            torch.set_rng_state(outer_torch)
-            if outer_np is not None:
-                self._numpy_rng = np.random.get_state()
-                np.random.set_state(outer_np)
+        self.action_map = make_action_map("absolute", self.action_scale)
+        # The agent's private torch and numpy streams (replaced in ``reset``): SB3 samples actions
+        # from the global torch RNG and replay indices from the global numpy RNG.
+        self._rng = RngStream(0, numpy=True)
 
     # -- LossWeighting --------------------------------------------------------------------------
     def reset(self, n_tasks: int, generator: torch.Generator | None = None) -> None:
@@ -282,10 +215,9 @@ class IGBv2(LossWeighting):
         generator = generator if generator is not None else torch.Generator()
         super().reset(n_tasks, generator)
         seed = int(np.random.SeedSequence([generator.initial_seed(), 0x16B2]).generate_state(1)[0])
-        self._torch_rng = torch.Generator().manual_seed(seed).get_state()
-        self._numpy_rng = np.random.RandomState(seed).get_state()
+        self._rng = RngStream(seed, numpy=True)
         env = _stub_env(n_tasks)
-        with self._sac_rng():
+        with self._rng.active():
             model = SAC(
                 "MlpPolicy",
                 env,
@@ -318,9 +250,28 @@ class IGBv2(LossWeighting):
 
     def reward_scale(self, lr_ratio: float) -> float:
         """``α`` for a step taken at ``lr / lr_0 = lr_ratio``."""
-        if self.lr_scale == "none":
-            return 1.0
-        return self.lr_scale_cap if lr_ratio <= 0 else min(1.0 / lr_ratio, self.lr_scale_cap)
+        return lr_factor(lr_ratio, self.lr_scale_cap) if self.lr_scale == "inverse" else 1.0
+
+    def reward(self, previous: Tensor, current: Tensor, progress: GapTracker) -> float:
+        """IGBv2's reward for the transition from the batch losses ``previous`` to ``current``.
+
+        ``min_gap_decrease`` of the env on one step (the window is one batch), scaled by ``α`` of
+        the step whose action is rewarded.
+        """
+        assert progress.base_losses is not None, "rewards exist only after the base window"
+        inputs = RewardInput(
+            losses_prev=previous.to(torch.float64).numpy(),
+            losses_now=current.to(torch.float64).numpy(),
+            base_losses=progress.base_losses.to(torch.float64).numpy(),
+            lower_bounds=progress.lower_bounds.to(torch.float64).numpy(),
+            lr_ratio=self.prev_lr_ratio,
+        )
+        return min_gap_decrease(
+            inputs,
+            scale=1.0,
+            lr_scale=self.lr_scale == "inverse",
+            lr_scale_cap=self.lr_scale_cap,
+        )
 
     def update_size(self) -> tuple[int, int]:
         """``(gradient steps, batch size)`` of an update with the buffer as it is now."""
@@ -350,13 +301,7 @@ class IGBv2(LossWeighting):
             and self.prev_action is not None
             and step == self.prev_step + 1
         ):
-            reward = igbv2_reward(
-                self.prev_state,
-                losses,
-                base,
-                progress.lower_bounds,
-                self.reward_scale(self.prev_lr_ratio),
-            )
+            reward = self.reward(self.prev_state, losses, progress)
             self.last_reward = reward
             buffer.add(
                 self.prev_state.numpy()[None],
@@ -368,7 +313,7 @@ class IGBv2(LossWeighting):
             )
         if self.is_update_step(step, context.steps_per_epoch) and buffer.size() > 0:
             gradient_steps, batch_size = self.update_size()
-            with self._sac_rng():
+            with self._rng.active():
                 model.train(gradient_steps=gradient_steps, batch_size=batch_size)
             self.update_calls += 1
         if step < self.random_epochs * context.steps_per_epoch:
@@ -377,11 +322,11 @@ class IGBv2(LossWeighting):
         else:
             obs = losses.to(self._obs_device)[None]
             # The actor has no dropout or batch norm, so its train/eval mode does not matter.
-            with self._sac_rng(with_numpy=False), torch.no_grad():
+            with self._rng.active(with_numpy=False), torch.no_grad():
                 action = model.actor(obs, deterministic=False)[0].detach().to("cpu", torch.float32)
         self.prev_state, self.prev_action = losses.clone(), action.clone()
         self.prev_lr_ratio, self.prev_step = float(context.lr_ratio), step
-        return action_to_weights(action, self.action_scale)
+        return self.action_map.weights(self.action_map.prepare(action.to(torch.float64)), progress)
 
     # -- state ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -412,8 +357,8 @@ class IGBv2(LossWeighting):
             "prev_step": int(self.prev_step),
             "update_calls": int(self.update_calls),
             "last_reward": self.last_reward,
-            "torch_rng": self._torch_rng.clone(),
-            "numpy_rng": _numpy_state_to_dict(self._numpy_rng),
+            "torch_rng": self._rng.torch_state.clone(),
+            "numpy_rng": numpy_state_to_dict(self._rng.numpy_state),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -442,8 +387,8 @@ class IGBv2(LossWeighting):
         self.prev_step = int(state["prev_step"])
         self.update_calls = int(state["update_calls"])
         self.last_reward = state["last_reward"]
-        self._torch_rng = state["torch_rng"].clone()
-        self._numpy_rng = _numpy_state_from_dict(state["numpy_rng"])
+        self._rng.torch_state = state["torch_rng"].clone()
+        self._rng.numpy_state = numpy_state_from_dict(state["numpy_rng"])
 
     def __repr__(self) -> str:
         return (
@@ -475,4 +420,4 @@ def _stub_env(n_tasks: int) -> Any:
 
 LOSS_WEIGHTINGS["igbv2"] = IGBv2
 
-__all__ = ["LR_SCALES", "IGBv2", "action_to_weights", "igbv2_reward", "logits_to_action"]
+__all__ = ["LR_SCALES", "IGBv2", "logits_to_action"]

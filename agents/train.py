@@ -2,13 +2,10 @@
 
 Read top to bottom, cleanrl style:
 
-1. ``AgentConfig``: a frozen dataclass of plain values (algorithm, policy and algorithm
-   hyperparameters, timestep cap, wall budget, vectorisation, seed, and the env config passed
-   unchanged to ``igb_env.make_env``).
-2. ``make_vec_env``: ``n_envs`` copies of the env in a ``DummyVecEnv`` or ``SubprocVecEnv``, one
-   torch thread per worker, seeded from ``numpy.random.SeedSequence(seed).spawn(n_envs)`` (SB3's own
-   ``seed + i`` would make neighbouring runs share sub-env seeds, SB3 issue #2268), under
-   ``VecMonitor``.
+1. ``AgentConfig`` (``agents.config``): a frozen dataclass of plain values (algorithm, policy and
+   algorithm hyperparameters, timestep cap, wall budget, vectorisation, seed, and the env config
+   passed unchanged to ``igb_env.make_env``).
+2. ``make_vec_env`` (``agents.vec_env``): ``n_envs`` copies of the env, seeded by ``SeedSequence``.
 3. ``train_agent``: builds the algorithm (``PPO``, ``SAC``, ``TD3``, ``A2C``; ``TQC`` with the
    ``contrib`` extra), measures the EW and IGBv1 reference returns on a few training instances
    (TensorBoard reference lines), learns with the callbacks of ``agents.callbacks`` (per-task
@@ -38,28 +35,17 @@ import time
 import warnings
 from collections.abc import Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 import yaml
-from stable_baselines3 import A2C, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
 from stable_baselines3.common.noise import NormalActionNoise
-from stable_baselines3.common.vec_env import (
-    DummyVecEnv,
-    SubprocVecEnv,
-    VecEnv,
-    VecEnvWrapper,
-    VecMonitor,
-    VecNormalize,
-)
-from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
-from torch import nn
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor, VecNormalize
 
 from agents.callbacks import (
     BudgetCallback,
@@ -77,208 +63,20 @@ from agents.checkpoint import (
     save_checkpoint,
     set_rng_states,
 )
-from igb_env import make_env, rollout_baseline
+from agents.config import (
+    OFF_POLICY,
+    AgentConfig,
+    get_algorithm,
+    load_agent_config,
+    resolve_env_config,
+)
+from agents.vec_env import make_vec_env, make_worker_env, preload_workers
+from igb_env import rollout_baseline
 from igb_env.config import held_out_config, load_env_config
-from mtl_backends.config import from_dict, load_yaml, to_dict
-from mtl_backends.registry import ConfigError
+from mtl_backends.config import from_dict, to_dict
+from mtl_backends.policy.network import ACTIVATIONS
 
-ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC, "td3": TD3, "a2c": A2C}
-# Algorithms of sb3-contrib (the `contrib` extra): name -> class name in sb3_contrib.
-CONTRIB_ALGORITHMS: dict[str, str] = {"tqc": "TQC"}
-ALGORITHM_NAMES: tuple[str, ...] = (*ALGORITHMS, *CONTRIB_ALGORITHMS)
-# Off-policy algorithms keep a replay buffer (saved in checkpoints) and have no log_std_init.
-OFF_POLICY: tuple[str, ...] = ("sac", "td3", "tqc")
-# The activations the standalone PolicyNetwork can rebuild (mtl_backends.weightings.policy).
-ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
-VEC_ENVS: tuple[str, ...] = ("dummy", "subproc")
 REFERENCE_BASELINES: tuple[str, ...] = ("ew", "igbv1")
-
-
-def get_algorithm(name: str) -> type[BaseAlgorithm]:
-    """The SB3 (or sb3-contrib) algorithm class of ``name``.
-
-    Raises:
-        ConfigError: An unknown name, or a contrib algorithm without sb3-contrib installed.
-    """
-    if name in ALGORITHMS:
-        return ALGORITHMS[name]
-    if name in CONTRIB_ALGORITHMS:
-        try:
-            import sb3_contrib
-        except ImportError:
-            raise ConfigError(
-                f"algorithm {name!r} needs sb3-contrib: pip install 'igb-rl[contrib]'"
-            ) from None
-        cls: type[BaseAlgorithm] = getattr(sb3_contrib, CONTRIB_ALGORITHMS[name])
-        return cls
-    raise ConfigError(f"unknown algorithm {name!r}; valid choices: {', '.join(ALGORITHM_NAMES)}")
-
-
-def _default_policy_kwargs() -> dict[str, Any]:
-    return {"net_arch": [64, 64], "log_std_init": -1.0}
-
-
-def _default_hyperparameters() -> dict[str, Any]:
-    # The prototype's PPO: n_steps = 4 episodes of 36 decisions over 2 envs, batch 64, 10 epochs.
-    return {
-        "n_steps": 72,
-        "batch_size": 64,
-        "n_epochs": 10,
-        "gamma": 0.99,
-        "learning_rate": 3e-4,
-        "ent_coef": 0.0,
-    }
-
-
-@dataclass(frozen=True)
-class AgentConfig:
-    """One agent training run (rl-zoo3-style; plain values only, nothing is evaluated).
-
-    The defaults are the prototype's best design (``research/prototype.md``): PPO on the residual
-    action (``a = 0`` is IGBv1) with the validation log-loss reward, (64, 64) networks and small
-    initial action noise.
-
-    Attributes:
-        algorithm: ``ppo`` (default: it learned best in the prototype), ``sac``, ``td3``,
-            ``a2c``, or ``tqc`` (needs the ``contrib`` extra).
-        policy_kwargs: SB3 ``policy_kwargs``; ``activation_fn`` is a name (``tanh`` or ``relu``, the
-            ones an export can rebuild), everything else goes to SB3 unchanged (``net_arch``,
-            ``log_std_init``, ...).
-        hyperparameters: Keyword arguments of the SB3 algorithm (``n_steps``, ``batch_size``, ...);
-            the default is the prototype's PPO setting, which other algorithms replace by SB3's
-            own defaults. ``action_noise_std`` (off-policy) adds Gaussian exploration noise of
-            that standard deviation (TD3 defaults to 0.1, as in rl-zoo3; SB3's TD3 has none).
-        total_timesteps: Timestep cap (env steps over all sub-envs).
-        time_budget_s: Wall-clock budget in seconds (``None``: none); training stops at whichever
-            of the two limits comes first. Wall-clock stopping depends on the machine, so the
-            timesteps actually done are recorded in ``training.json``.
-        n_envs: Number of parallel envs.
-        vec_env: ``dummy`` (one process) or ``subproc`` (one process per env).
-        seed: Seed of the agent (torch, numpy) and, through ``SeedSequence``, of the sub-envs.
-        env: Env configuration passed to ``igb_env.make_env`` (see ``igb_env.EnvConfig``; a
-            ``preset`` key names one of ``igb_env.config.PRESETS``); empty: the env defaults.
-        checkpoint_every: Timesteps between checkpoints (``None``: only the final model).
-        reference_instances: Training instances on which the EW and IGBv1 reference returns are
-            measured before training (0: no reference lines).
-        eval_every: Timesteps between evaluations on the env's held-out ``test_set`` (every
-            instance once, deterministic actions; the best model is kept as ``best_model.zip``);
-            ``None`` or no ``test_set``: no evaluation.
-    """
-
-    algorithm: str = "ppo"
-    policy_kwargs: Mapping[str, Any] = field(default_factory=_default_policy_kwargs)
-    hyperparameters: Mapping[str, Any] = field(default_factory=_default_hyperparameters)
-    total_timesteps: int = 100_000
-    time_budget_s: float | None = None
-    n_envs: int = 2
-    vec_env: str = "subproc"
-    seed: int = 0
-    env: Mapping[str, Any] = field(default_factory=dict)
-    checkpoint_every: int | None = 2000
-    reference_instances: int = 2
-    eval_every: int | None = 5000
-
-    def __post_init__(self) -> None:
-        get_algorithm(self.algorithm)
-        if self.algorithm != "ppo" and dict(self.hyperparameters) == _default_hyperparameters():
-            # PPO's rollout settings mean nothing to the other algorithms: use SB3's defaults.
-            object.__setattr__(self, "hyperparameters", {})
-        if "action_noise_std" in self.hyperparameters and self.algorithm not in OFF_POLICY:
-            raise ConfigError("action_noise_std applies to off-policy algorithms (sac, td3, tqc)")
-        if self.eval_every is not None and self.eval_every < 1:
-            raise ConfigError(f"eval_every must be >= 1 or null, got {self.eval_every}")
-        if self.checkpoint_every is not None and self.checkpoint_every < 1:
-            raise ConfigError(f"checkpoint_every must be >= 1 or null, got {self.checkpoint_every}")
-        if self.vec_env not in VEC_ENVS:
-            raise ConfigError(
-                f"unknown vec_env {self.vec_env!r}; valid choices: {', '.join(VEC_ENVS)}"
-            )
-        if self.n_envs < 1:
-            raise ConfigError(f"n_envs must be >= 1, got {self.n_envs}")
-        if self.total_timesteps < 1:
-            raise ConfigError(f"total_timesteps must be >= 1, got {self.total_timesteps}")
-        if self.time_budget_s is not None and self.time_budget_s <= 0:
-            raise ConfigError(f"time_budget_s must be positive or null, got {self.time_budget_s}")
-        activation = self.policy_kwargs.get("activation_fn")
-        if activation is not None and activation not in ACTIVATIONS:
-            raise ConfigError(
-                f"unknown policy_kwargs.activation_fn {activation!r}; "
-                f"valid choices: {', '.join(ACTIVATIONS)}"
-            )
-
-
-def load_agent_config(path: str | Path) -> AgentConfig:
-    """Load an ``AgentConfig`` from YAML (unknown keys are errors that list the valid ones)."""
-    return from_dict(AgentConfig, load_yaml(path), where=str(path))
-
-
-def resolve_env_config(env: Mapping[str, Any]) -> dict[str, Any]:
-    """The env config with every default filled in (what the run actually used)."""
-    return load_env_config(dict(env)).to_dict()
-
-
-def spawn_seeds(seed: int, n: int) -> list[int]:
-    """``n`` independent 32-bit seeds from ``numpy.random.SeedSequence(seed).spawn(n)``."""
-    return [int(child.generate_state(1)[0]) for child in np.random.SeedSequence(seed).spawn(n)]
-
-
-class SeedSequenceVecEnv(VecEnvWrapper):
-    """Seeds sub-env ``i`` with the ``i``-th ``SeedSequence`` child instead of SB3's ``seed + i``.
-
-    SB3 calls ``env.seed(seed)`` when a model is built with ``seed=...``; this wrapper intercepts
-    that call. With ``seed + i``, runs with seeds 0 and 1 would share a sub-env seed
-    (SB3 issue #2268).
-    """
-
-    def seed(self, seed: int | None = None) -> list[int | None]:
-        """Set the seeds the sub-envs get at their next reset."""
-        if seed is None:
-            return list(self.venv.seed(None))
-        seeds: list[int | None] = list(spawn_seeds(seed, self.num_envs))
-        # SB3's VecEnv applies `_seeds` at the next reset(), then clears it (base_vec_env.py).
-        self.venv._seeds = seeds
-        return seeds
-
-    def reset(self) -> Any:
-        """Reset every sub-env."""
-        return self.venv.reset()
-
-    def step_wait(self) -> VecEnvStepReturn:
-        """Wait for the step started by ``step_async``."""
-        return self.venv.step_wait()
-
-
-def _make_worker_env(env_config: dict[str, Any]) -> gym.Env[np.ndarray, np.ndarray]:
-    # Module-level (picklable) factory; one torch thread per worker so n_envs workers share the
-    # cores instead of oversubscribing them (SB3 issue #90).
-    torch.set_num_threads(1)
-    return make_env(env_config)
-
-
-def preload_workers() -> None:
-    """Have the forkserver import torch, SB3 and the env once, so each worker starts in a blink.
-
-    ``SubprocVecEnv`` and the process pools here start their workers through the one forkserver
-    of this process; without a preload every worker re-imports torch (seconds each). No effect once
-    the forkserver runs.
-    """
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["torch", "stable_baselines3", "igb_env", "agents.train"])
-
-
-def make_vec_env(config: AgentConfig) -> VecEnv:
-    """``config.n_envs`` envs, vectorised, seeded by ``SeedSequence``, under ``VecMonitor``.
-
-    The sub-env seeds are applied when SB3 seeds the model (``seed=config.seed``) or when
-    ``venv.seed(seed)`` is called.
-    """
-    fns = [functools.partial(_make_worker_env, dict(config.env)) for _ in range(config.n_envs)]
-    if config.vec_env == "subproc":
-        preload_workers()
-    venv: VecEnv = SubprocVecEnv(fns) if config.vec_env == "subproc" else DummyVecEnv(fns)  # type: ignore[arg-type]
-    venv = SeedSequenceVecEnv(venv)
-    venv.seed(config.seed)
-    return VecMonitor(venv)
 
 
 def build_model(config: AgentConfig, venv: VecEnv, tensorboard_log: str | None) -> BaseAlgorithm:
@@ -372,7 +170,7 @@ def _eval_callback(config: AgentConfig, out: Path) -> EvalCallback | None:
     env_config = load_env_config(dict(config.env))
     if env_config.test_set is None or not config.eval_every:
         return None
-    fn = functools.partial(_make_worker_env, held_out_config(env_config))
+    fn = functools.partial(make_worker_env, held_out_config(env_config))
     eval_env = VecMonitor(DummyVecEnv([fn]))
     return EvalCallback(
         eval_env,

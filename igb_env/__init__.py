@@ -1,4 +1,4 @@
-"""igb_env: an MTL training run as a Gymnasium environment (DESIGN §4).
+"""igb_env: an MTL training run as a Gymnasium environment.
 
 ``IGBEnv`` is registered as ``igb_env/IGB-v0`` on import::
 
@@ -18,11 +18,12 @@ from typing import Any
 
 import gymnasium as gym
 
-from igb_env.actions import action_space, action_to_weights
+from igb_env.actions import action_space
 from igb_env.config import PRESETS, EnvConfig, load_env_config
-from igb_env.env import ENV_ID, IGBEnv, Rollout, rollout_baseline, rollout_policy
-from igb_env.observations import observation_space, observation_table
+from igb_env.env import ENV_ID, IGBEnv
+from igb_env.observations import observation_space
 from igb_env.rewards import REWARDS, RewardInput
+from igb_env.rollouts import Rollout, rollout_baseline, rollout_policy
 
 
 def make_env(config: Mapping[str, Any] | None = None) -> IGBEnv:
@@ -48,11 +49,9 @@ __all__ = [
     "RewardInput",
     "Rollout",
     "action_space",
-    "action_to_weights",
     "load_env_config",
     "make_env",
     "observation_space",
-    "observation_table",
     "rollout_baseline",
     "rollout_policy",
 ]

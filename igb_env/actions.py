@@ -1,7 +1,7 @@
-"""The action space of ``IGBEnv`` and the action map it shares with exported policies.
+"""The action space of ``IGBEnv``.
 
-The map itself lives in ``mtl_backends.action_map`` (exported policies run without gymnasium);
-this module re-exports it and builds the ``Box(-1, 1, (T,), float32)`` space.
+What an action means is the action map's business (``mtl_backends.policy.action_maps``, shared
+with exported policies, which run without gymnasium); here is only its ``Box``.
 """
 
 from __future__ import annotations
@@ -9,29 +9,10 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
-from mtl_backends.action_map import (
-    ACTION_MAPS,
-    ActionMap,
-    HeldAction,
-    action_to_weights,
-    check_action,
-    get_action_map,
-    held_action_weights,
-)
+
+def action_space(size: int) -> spaces.Box:
+    """``Box(-1, 1, (size,), float32)``: the action of a map (one entry per task for v1 maps)."""
+    return spaces.Box(low=-1.0, high=1.0, shape=(size,), dtype=np.float32)
 
 
-def action_space(n_tasks: int) -> spaces.Box:
-    """``Box(-1, 1, (T,), float32)``: one action entry per task."""
-    return spaces.Box(low=-1.0, high=1.0, shape=(n_tasks,), dtype=np.float32)
-
-
-__all__ = [
-    "ACTION_MAPS",
-    "ActionMap",
-    "HeldAction",
-    "action_space",
-    "action_to_weights",
-    "check_action",
-    "get_action_map",
-    "held_action_weights",
-]
+__all__ = ["action_space"]

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from igb_env.instances import INSTANCE_ORDERS, InstanceSet, overlap
-from mtl_backends.action_map import ACTION_MAPS
+from igb_env.rewards import REWARDS
 from mtl_backends.config import MethodSpec, TrainConfig, from_dict, load_yaml, to_dict
-from mtl_backends.progress import FeatureSpec
+from mtl_backends.features import FeatureSpec
+from mtl_backends.policy.action_maps import ACTION_MAPS
 from mtl_backends.registry import ConfigError
 
 
@@ -39,7 +40,7 @@ class EnvConfig:
         train: Training settings of each episode's MTL run; ``train.steps`` is the budget and
             ``train.base_window`` the base-loss window (``None``: the second epoch).
         steps_per_action: ``K``, trainer steps per env step (the action is held for K steps).
-        action_mode: ``absolute`` or ``residual`` (``mtl_backends.action_map``).
+        action_mode: ``absolute`` or ``residual`` (``mtl_backends.policy.action_maps``).
         tau: Action temperature ``τ``.
         reward: Reward name and arguments (``igb_env.rewards.REWARDS``).
         reward_scale: Multiplies the reward (the ``α`` of IGBv2's reward).
@@ -124,8 +125,6 @@ class EnvConfig:
                 f"train.base_window {list(bw)} leaves no steps to decide: it must end before "
                 f"train.steps ({self.train.steps})"
             )
-        from igb_env.rewards import REWARDS
-
         if self.reward.name not in REWARDS:
             raise ConfigError(
                 f"unknown reward {self.reward.name!r}; valid choices: {', '.join(sorted(REWARDS))}"
@@ -182,21 +181,22 @@ def held_out_config(config: EnvConfig | Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    # The prototype's training setting (the EnvConfig defaults).
-    "default": {},
-    # Seconds-scale episodes for tests, checkers and smoke runs: 120 steps, 10-step base window,
-    # K = 5 (20 env steps), a smaller synthetic instance.
-    "tiny": {
-        "benchmark": {"name": "synthetic", "n_train": 1000, "n_val": 200, "n_test": 200},
-        "train": {"steps": 120, "base_window": [10, 20], "batch_size": 50},
-        "steps_per_action": 5,
-        "val_batch_size": 200,
-    },
-}
+PRESETS_FILE = Path(__file__).with_name("presets.yaml")
 
 
-def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+def _load_presets() -> dict[str, dict[str, Any]]:
+    presets = load_yaml(PRESETS_FILE)
+    if not isinstance(presets, dict) or not all(isinstance(v, dict) for v in presets.values()):
+        raise ConfigError(f"{PRESETS_FILE}: expected a mapping of preset name -> env settings")
+    return presets
+
+
+PRESETS: dict[str, dict[str, Any]] = _load_presets()
+"""Named env settings (``igb_env/presets.yaml``): ``default``, ``tiny``, ``smoke``."""
+
+
+def merge_config(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``override`` over ``base``; a ``train`` mapping is merged key by key."""
     out = dict(base)
     for key, value in override.items():
         if key == "train" and isinstance(out.get(key), Mapping) and isinstance(value, Mapping):
@@ -229,11 +229,11 @@ def load_env_config(config: EnvConfig | Mapping[str, Any] | str | Path | None = 
             raise ConfigError(
                 f"{where}: unknown preset {preset!r}; valid choices: {', '.join(sorted(PRESETS))}"
             )
-        data = _merge(PRESETS[preset], data)
+        data = merge_config(PRESETS[preset], data)
     if isinstance(data.get("train"), Mapping):
         # Missing train keys fall back to the env's training defaults, not TrainConfig's.
         data["train"] = {**to_dict(_default_train()), **data["train"]}
     return from_dict(EnvConfig, data, where)
 
 
-__all__ = ["PRESETS", "EnvConfig", "held_out_config", "load_env_config"]
+__all__ = ["PRESETS", "EnvConfig", "held_out_config", "load_env_config", "merge_config"]

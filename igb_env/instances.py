@@ -14,17 +14,29 @@ as either
 offset drawn from the env's ``np_random`` when the env is reset with a seed, so vectorised sub-envs
 start at different places) or ``random`` order (uniform draws from the env's ``np_random``). Its
 state (the cursor) is what an agent checkpoint saves, together with the ``np_random`` state.
+
+``BenchmarkCache`` builds the benchmark of an instance (``mtl_backends.benchmarks.instance_kwargs``)
+and keeps the last few; ``check_instance_set`` refuses a set whose instances differ in ``T``.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from mtl_backends.config import from_dict
+from mtl_backends.benchmarks import (
+    BENCHMARKS,
+    Benchmark,
+    instance_kwargs,
+    instance_seeded,
+    make_benchmark,
+)
+from mtl_backends.config import MethodSpec, from_dict
 from mtl_backends.registry import ConfigError
 
 INSTANCE_ORDERS: tuple[str, ...] = ("random", "round_robin")
@@ -170,4 +182,80 @@ class InstanceSampler:
         self.cursor = int(state["cursor"])
 
 
-__all__ = ["INSTANCE_ORDERS", "InstanceSampler", "InstanceSet", "overlap"]
+class BenchmarkCache:
+    """Builds instance benchmarks, keeping the last few (data generation dominates a reset).
+
+    Args:
+        spec: Benchmark name and arguments.
+        size: Instances kept.
+        variation: Draw each instance's arguments with the benchmark's ``sample_variation`` from
+            a generator seeded by the instance seed (the arguments in ``spec`` stay fixed).
+    """
+
+    def __init__(self, spec: MethodSpec, size: int = 2, variation: bool = False) -> None:
+        self.spec = spec
+        self.size = size
+        self.variation = variation
+        self._items: OrderedDict[int, Benchmark] = OrderedDict()
+        self.seeded = instance_seeded(BENCHMARKS.get(spec.name), spec, variation)
+
+    def kwargs_for(self, instance: int) -> dict[str, Any]:
+        """Constructor arguments of the benchmark of ``instance`` (``instance_kwargs``)."""
+        if not self.seeded:
+            return dict(self.spec.kwargs)
+        return instance_kwargs(BENCHMARKS[self.spec.name], self.spec, instance, self.variation)
+
+    def spec_for(self, instance: int) -> MethodSpec:
+        """The benchmark spec of ``instance`` (name and ``kwargs_for``), for plain trainer runs."""
+        return MethodSpec(self.spec.name, self.kwargs_for(instance))
+
+    def get(self, instance: int) -> Benchmark:
+        """The benchmark of ``instance`` (data seeded by it when the benchmark takes a seed)."""
+        key = int(instance) if self.seeded else 0
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        bench = make_benchmark(self.spec.name, **self.kwargs_for(key))
+        self._items[key] = bench
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return bench
+
+
+# Instance sets larger than this are checked on their first CHECK_LIMIT instances at build time
+# (and every instance again at reset).
+CHECK_LIMIT = 1024
+
+
+def check_instance_set(
+    benchmarks: BenchmarkCache, instances: Sequence[int], n_tasks: int, name: str
+) -> None:
+    """Refuse an instance set whose instances do not all have ``n_tasks`` tasks.
+
+    Without ``variation`` every instance has the benchmark's arguments (only the seed differs), so
+    T is the probe's. With it, T is read from each instance's sampled arguments (``n_tasks``;
+    samplers that omit it keep the probe's T), without building any data. The feature table
+    depends only on T and the env's feature settings, so equal T means equal feature tables.
+
+    Raises:
+        ConfigError: An instance with another T, naming it.
+    """
+    if not benchmarks.variation:
+        return
+    for seed in itertools.islice(instances, CHECK_LIMIT):
+        got = benchmarks.kwargs_for(int(seed)).get("n_tasks", n_tasks)
+        if int(got) != n_tasks:
+            raise ConfigError(
+                f"{name}: instance {seed} has {got} tasks but the set's first instance has "
+                f"{n_tasks}; all instances of a set must share T and the feature table"
+            )
+
+
+__all__ = [
+    "INSTANCE_ORDERS",
+    "BenchmarkCache",
+    "InstanceSampler",
+    "InstanceSet",
+    "check_instance_set",
+    "overlap",
+]

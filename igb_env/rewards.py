@@ -77,6 +77,11 @@ def _log_gap(losses: np.ndarray, lower_bounds: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(losses - lower_bounds, TINY))
 
 
+def lr_factor(lr_ratio: float, cap: float) -> float:
+    """IGBv2's LR compensation ``min(lr_0 / lr, cap)`` (``cap`` when the LR has decayed to 0)."""
+    return cap if lr_ratio <= 0 else min(1.0 / lr_ratio, cap)
+
+
 def min_gap_decrease(
     inputs: RewardInput, scale: float, lr_scale: bool = False, lr_scale_cap: float = 10.0
 ) -> float:
@@ -90,9 +95,7 @@ def min_gap_decrease(
     """
     denom = np.maximum(inputs.base_losses - inputs.lower_bounds, TINY)
     value = float(np.min((inputs.losses_prev - inputs.losses_now) / denom))
-    factor = 1.0
-    if lr_scale:
-        factor = lr_scale_cap if inputs.lr_ratio <= 0 else min(1.0 / inputs.lr_ratio, lr_scale_cap)
+    factor = lr_factor(inputs.lr_ratio, lr_scale_cap) if lr_scale else 1.0
     return scale * factor * value
 
 
@@ -139,6 +142,7 @@ __all__ = [
     "Reward",
     "RewardInput",
     "get_reward",
+    "lr_factor",
     "mean_log_gap_decrease",
     "min_gap_decrease",
     "val_log_improvement",

@@ -1,8 +1,15 @@
-"""One plain MTL run from a ``RunConfig``: build, train, evaluate, write a run folder."""
+"""Plain MTL runs: train to the end of the budget, select a model, evaluate, write a run folder.
+
+``train_and_evaluate`` is the one training loop of a run that ends in test metrics; ``igb train``
+(``run``) and every comparison cell (``agents.experiments``) go through it. Model selection is on
+validation only: ``final`` takes the model after the budget, ``best_val`` the evaluation with the
+best validation Δm (first best on ties); test metrics are never used to choose.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -10,12 +17,104 @@ from typing import Any
 import yaml
 
 from mtl_backends.atomic import write_json_atomic
-from mtl_backends.balancers import make_balancer
-from mtl_backends.benchmarks import make_benchmark
+from mtl_backends.build import build_trainer
 from mtl_backends.config import RunConfig, to_dict
+from mtl_backends.registry import ConfigError
 from mtl_backends.stl import stl_reference
-from mtl_backends.trainer import EvalResult, FitHistory, MTLTrainer
-from mtl_backends.weightings import make_weighting
+from mtl_backends.trainer import EvalResult, FitHistory, MTLTrainer, StepResult
+
+SELECTIONS: tuple[str, ...] = ("final", "best_val")
+
+Callback = Callable[[MTLTrainer, StepResult], None]
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What ``train_and_evaluate`` measured.
+
+    Attributes:
+        val: Validation evaluation of the selected model.
+        test: Test evaluation of the selected model.
+        evals: Every ``(val, test)`` evaluation, in step order (the last one at the end).
+        history: Per-step losses and weights (empty unless recorded).
+        train_wall_time_s: Seconds spent in training steps and periodic evaluations.
+    """
+
+    val: EvalResult
+    test: EvalResult
+    evals: list[tuple[EvalResult, EvalResult]]
+    history: FitHistory
+    train_wall_time_s: float
+
+    @property
+    def selected_step(self) -> int:
+        """Training steps of the selected model."""
+        return self.test.step
+
+
+def train_and_evaluate(
+    trainer: MTLTrainer,
+    selection: str = "final",
+    eval_every: int | None = None,
+    callbacks: Sequence[Callback] = (),
+    progress_bar: bool = False,
+    record: bool = False,
+) -> RunOutcome:
+    """Train ``trainer`` to the end of its budget and evaluate the selected model.
+
+    Args:
+        trainer: A freshly built trainer.
+        selection: ``final`` or ``best_val``.
+        eval_every: Steps between ``val``/``test`` evaluations of ``best_val`` (``None``: only
+            at the end).
+        callbacks: Called as ``cb(trainer, result)`` after every step.
+        progress_bar: Show a tqdm progress bar.
+        record: Keep per-step losses and weights.
+
+    Raises:
+        ConfigError: An unknown selection rule.
+    """
+    if selection not in SELECTIONS:
+        raise ConfigError(
+            f"unknown selection {selection!r}; valid choices: {', '.join(SELECTIONS)}"
+        )
+    evals: list[tuple[EvalResult, EvalResult]] = []
+
+    def periodic(tr: MTLTrainer, result: StepResult) -> None:
+        if eval_every and (tr.step_count % eval_every == 0) and not tr.done:
+            evals.append((tr.evaluate("val"), tr.evaluate("test")))
+
+    start = time.perf_counter()
+    history = trainer.fit(
+        callbacks=[*callbacks, periodic], progress_bar=progress_bar, record=record
+    )
+    wall = time.perf_counter() - start
+    evals.append((trainer.evaluate("val"), trainer.evaluate("test")))
+    if selection == "best_val":
+        # Selection on validation Δm only (first best on ties); test is never looked at here.
+        scores = [v.delta_m if v.delta_m is not None else float("inf") for v, _ in evals]
+        chosen = min(range(len(evals)), key=lambda i: (scores[i], i))
+    else:
+        chosen = len(evals) - 1
+    val, test = evals[chosen]
+    return RunOutcome(val, test, evals, history, wall)
+
+
+def build_run_trainer(config: RunConfig, progress_bar: bool = False) -> MTLTrainer:
+    """The trainer of ``config``, with its STL reference attached when a cache is configured."""
+    reference = None
+    if config.stl_cache is not None:
+        reference = stl_reference(
+            config.benchmark, config.train, config.seed, config.stl_cache, progress_bar
+        )
+    return build_trainer(
+        config.benchmark,
+        config.weighting,
+        config.balancer,
+        config.train,
+        seed=config.seed,
+        reference=reference,
+    )
 
 
 @dataclass(frozen=True)
@@ -39,21 +138,6 @@ class RunResult:
     out_dir: Path | None
 
 
-def build_trainer(config: RunConfig, progress_bar: bool = False) -> MTLTrainer:
-    """The trainer of ``config``, with its STL reference attached when a cache is configured."""
-    benchmark = make_benchmark(config.benchmark.name, **dict(config.benchmark.kwargs))
-    weighting = make_weighting(config.weighting.name, **dict(config.weighting.kwargs))
-    balancer = make_balancer(config.balancer.name, **dict(config.balancer.kwargs))
-    reference = None
-    if config.stl_cache is not None:
-        reference = stl_reference(
-            config.benchmark, config.train, config.seed, config.stl_cache, progress_bar
-        )
-    return MTLTrainer(
-        benchmark, weighting, balancer, config.train, seed=config.seed, reference=reference
-    )
-
-
 def run(
     config: RunConfig, out_dir: str | Path | None = None, progress_bar: bool = False
 ) -> RunResult:
@@ -61,11 +145,10 @@ def run(
 
     Writes ``config.yaml`` (resolved), ``metrics.json`` and ``history.json`` to ``out_dir``.
     """
-    trainer = build_trainer(config, progress_bar)
-    start = time.perf_counter()
-    history = trainer.fit(progress_bar=progress_bar)
-    wall = time.perf_counter() - start
-    val, test = trainer.evaluate("val"), trainer.evaluate("test")
+    trainer = build_run_trainer(config, progress_bar)
+    outcome = train_and_evaluate(trainer, progress_bar=progress_bar, record=True)
+    val, test, wall = outcome.val, outcome.test, outcome.train_wall_time_s
+    history = outcome.history
     result = RunResult(val, test, wall, config.train.steps / wall, history, None)
     if out_dir is None:
         return result
@@ -83,3 +166,13 @@ def run(
     write_json_atomic(summary, out / "metrics.json")
     write_json_atomic({"losses": history.losses, "weights": history.weights}, out / "history.json")
     return RunResult(val, test, wall, result.steps_per_second, history, out)
+
+
+__all__ = [
+    "SELECTIONS",
+    "RunOutcome",
+    "RunResult",
+    "build_run_trainer",
+    "run",
+    "train_and_evaluate",
+]

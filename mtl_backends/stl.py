@@ -16,8 +16,9 @@ from pathlib import Path
 from mtl_backends.atomic import write_json_atomic
 from mtl_backends.balancers.sum import Sum
 from mtl_backends.benchmarks import make_benchmark
+from mtl_backends.build import build_trainer
 from mtl_backends.config import MethodSpec, TrainConfig, to_dict
-from mtl_backends.trainer import MTLTrainer, Reference
+from mtl_backends.trainer import Reference
 from mtl_backends.weightings.single_task import SingleTask
 
 STL_FORMAT_VERSION = 1
@@ -53,7 +54,7 @@ def train_stl(
     for t in range(bench.n_tasks):
         # References are plain single-task runs, also for a flat (sharpness-aware) MTL run.
         plain = dataclasses.replace(train, flat_rho=None)
-        trainer = MTLTrainer(bench, SingleTask(t), Sum(), plain, seed=seed)
+        trainer = build_trainer(bench, SingleTask(t), Sum(), plain, seed=seed)
         trainer.fit(progress_bar=progress_bar, record=False)
         for split in STL_SPLITS:
             metrics = trainer.evaluate(split).metrics

@@ -1,17 +1,17 @@
-"""The two-phase MTL trainer (DESIGN §2).
+"""The two-phase MTL trainer (``docs/architecture.md``, "One training step").
 
 ``forward()`` draws the next batch, computes the raw task losses and feeds the gap tracker;
-``apply(weights)`` transforms the losses, asks the weighting (if no weights are given), combines
-per-task gradients through the balancer, and takes the optimizer step. ``step()`` is the two
-together. Every decision (IGBv1, an exported policy, an RL agent) is made after the current batch's
-losses are absorbed and applies to that batch.
+``apply(weights)`` transforms the losses, asks the weighting (if no weights are given), lets the
+run's update rule write the gradients (``mtl_backends.updates``: one backward pass, per-task
+gradients through the balancer, or the flat wrapper), and takes the optimizer step. ``step()`` is
+the two together. Every decision (IGBv1, an exported policy, an RL agent) is made after the current
+batch's losses are absorbed and applies to that batch.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,14 +22,15 @@ from torch import Tensor
 
 from mtl_backends.atomic import atomic_torch_save
 from mtl_backends.balancers.base import GradientBalancer
-from mtl_backends.balancers.flat import FlatSharpness
 from mtl_backends.benchmarks.base import Benchmark, predict
 from mtl_backends.config import TrainConfig
-from mtl_backends.jacobian import jacobian, write_grad
+from mtl_backends.features import FeatureSpec
+from mtl_backends.gaps import GapTracker, second_epoch_window
 from mtl_backends.metrics import delta_m, delta_p
-from mtl_backends.progress import FeatureSpec, GapTracker, second_epoch_window
 from mtl_backends.registry import ConfigError
+from mtl_backends.rng import RngStream, generator_state, set_generator_state
 from mtl_backends.transforms import apply_transform
+from mtl_backends.updates import Parameters, StepInputs, make_update_rule
 from mtl_backends.weightings.base import LossWeighting, StepContext
 
 
@@ -140,16 +141,10 @@ class MTLTrainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(s_init)
             self.model = benchmark.build_model().to(self.device)
-            torch.manual_seed(s_torch)
-            self._rng_state = torch.get_rng_state()
+        self._rng = RngStream(s_torch)
         self._data_generator = torch.Generator().manual_seed(s_data)
         weighting.reset(self.n_tasks, torch.Generator().manual_seed(s_weighting))
         balancer.reset(self.n_tasks, torch.Generator().manual_seed(s_balancer))
-        self._flat = (
-            None
-            if self.config.flat_rho is None
-            else FlatSharpness(balancer, self.config.flat_rho, self.n_tasks, seed)
-        )
         self._lower_bounds = benchmark.lower_bounds.to(self.device)
         train = benchmark.split("train")
         self._train_x = train.inputs.to(self.device)
@@ -164,6 +159,14 @@ class MTLTrainer:
         self.task_params = self.model.task_parameters()
         self._extra_params = list(weighting.parameters())
         self.optimizer = self._build_optimizer()
+        self.update = make_update_rule(
+            Parameters(self.model, self.shared_params, self.task_params, self._extra_params),
+            balancer,
+            self.config,
+            self._transformed_losses,
+            self.n_tasks,
+            seed,
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         base_window = self.config.base_window or second_epoch_window(self.steps_per_epoch)
         self.progress = GapTracker(
@@ -202,18 +205,6 @@ class MTLTrainer:
         if c.lr_schedule == "step":
             return float(c.lr_gamma ** (step // c.lr_step_size))
         return 1.0
-
-    @contextlib.contextmanager
-    def _own_rng(self) -> Iterator[None]:
-        # Steps draw from the trainer's own torch RNG stream, so an agent or user code using the
-        # global RNG between steps cannot change the run (and vice versa).
-        outer = torch.get_rng_state()
-        torch.set_rng_state(self._rng_state)
-        try:
-            yield
-        finally:
-            self._rng_state = torch.get_rng_state()
-            torch.set_rng_state(outer)
 
     # -- properties -----------------------------------------------------------------------------
     @property
@@ -264,7 +255,7 @@ class MTLTrainer:
             raise RuntimeError("forward() called twice without apply() in between")
         x, y = self._next_batch()
         self.model.train()
-        with self._own_rng():
+        with self._rng.active():
             outputs = self.model(x)
             losses = self.benchmark.losses(outputs, y)
         raw = losses.detach()
@@ -302,52 +293,11 @@ class MTLTrainer:
         context = self.context()
         w = self._check_weights(self.weighting(context) if weights is None else weights)
         lr = self.lr
-        with self._own_rng():
-            transformed = apply_transform(
-                self.weighting.transform,
-                losses,
-                self._lower_bounds,
-                self.config.eps,
-                self.benchmark.task_names,
-            )
+        with self._rng.active():
+            transformed = self._transform(losses)
             extra = self.weighting.extra_loss(losses)
             self.optimizer.zero_grad(set_to_none=True)
-            if self._flat is not None:  # sharpness-aware wrapper: balancers/flat.py
-                self._flat.apply(
-                    self.model,
-                    self.shared_params,
-                    *self._batch,
-                    lambda out, y: apply_transform(
-                        self.weighting.transform,
-                        self.benchmark.losses(out, y),
-                        self._lower_bounds,
-                        self.config.eps,
-                        self.benchmark.task_names,
-                    ),
-                    transformed,
-                    w,
-                    raw,
-                    self.config.jacobian,
-                )
-                if extra is not None:
-                    extra.backward(inputs=self._extra_params)
-            elif self.balancer.needs_jacobian:
-                jac = jacobian(transformed, self.shared_params, method=self.config.jacobian)
-                direction = self.balancer(jac, w, raw)
-                scales = self.balancer.head_scales()
-                head_w = w if scales is None else w * scales.to(w)
-                head_objective = (head_w * transformed).sum()
-                if extra is not None:
-                    head_objective = head_objective + extra
-                head_inputs = self.task_params + self._extra_params
-                if head_inputs:  # a model without task parameters (e.g. the toy landscape)
-                    head_objective.backward(inputs=head_inputs)
-                write_grad(self.shared_params, direction)
-            else:
-                objective = (w * transformed).sum()
-                if extra is not None:
-                    objective = objective + extra
-                objective.backward()
+            self.update.backward(StepInputs(transformed, w, raw, extra, *self._batch))
             if self.config.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
             self.optimizer.step()
@@ -364,11 +314,24 @@ class MTLTrainer:
         self.forward()
         return self.apply(weights)
 
+    def _transform(self, losses: Tensor) -> Tensor:
+        return apply_transform(
+            self.weighting.transform,
+            losses,
+            self._lower_bounds,
+            self.config.eps,
+            self.benchmark.task_names,
+        )
+
+    def _transformed_losses(self, outputs: Any, targets: Tensor) -> Tensor:
+        # The flat update re-runs the forward pass at perturbed parameters.
+        return self._transform(self.benchmark.losses(outputs, targets))
+
     # -- evaluation and loops -------------------------------------------------------------------
     def evaluate(self, split: str = "val") -> EvalResult:
         """Metrics on a whole split, with Δm and Δp when an STL reference is set."""
         data = self.benchmark.split(split)
-        with self._own_rng():
+        with self._rng.active():
             outputs = predict(self.model, data.inputs.to(self.device), self.config.eval_batch_size)
             targets = data.targets.to(self.device)
             metrics = self.benchmark.metrics(outputs, targets)
@@ -449,13 +412,13 @@ class MTLTrainer:
             "step_count": self.step_count,
             "perm": None if self._perm is None else self._perm.cpu().clone(),
             "data_generator": self._data_generator.get_state(),
-            "rng_state": self._rng_state.clone(),
+            "rng_state": self._rng.torch_state.clone(),
             "progress": self.progress.state_dict(),
             "weighting": self.weighting.state_dict(),
-            "weighting_generator": _generator_state(self.weighting),
+            "weighting_generator": generator_state(self.weighting),
             "balancer": self.balancer.state_dict(),
-            "balancer_generator": _generator_state(self.balancer),
-            **({} if self._flat is None else {"flat": self._flat.state_dict()}),
+            "balancer_generator": generator_state(self.balancer),
+            "update": self.update.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -466,14 +429,13 @@ class MTLTrainer:
         self.step_count = int(state["step_count"])
         self._perm = None if state["perm"] is None else state["perm"].to(self.device)
         self._data_generator.set_state(state["data_generator"])
-        self._rng_state = state["rng_state"].clone()
+        self._rng.torch_state = state["rng_state"].clone()
         self.progress.load_state_dict(state["progress"])
         self.weighting.load_state_dict(state["weighting"])
-        _set_generator_state(self.weighting, state["weighting_generator"])
+        set_generator_state(self.weighting, state["weighting_generator"])
         self.balancer.load_state_dict(state["balancer"])
-        _set_generator_state(self.balancer, state["balancer_generator"])
-        if self._flat is not None:
-            self._flat.load_state_dict(state["flat"])
+        set_generator_state(self.balancer, state["balancer_generator"])
+        self.update.load_state_dict(state["update"])
         self._pending = self._pending_raw = None
 
     def save_checkpoint(self, path: str | Path) -> None:
@@ -483,14 +445,3 @@ class MTLTrainer:
     def load_checkpoint(self, path: str | Path) -> None:
         """Load a checkpoint written by ``save_checkpoint`` (tensors only; no code is executed)."""
         self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
-
-
-def _generator_state(method: Any) -> Tensor | None:
-    gen = getattr(method, "generator", None)
-    return gen.get_state() if isinstance(gen, torch.Generator) else None
-
-
-def _set_generator_state(method: Any, state: Tensor | None) -> None:
-    gen = getattr(method, "generator", None)
-    if state is not None and isinstance(gen, torch.Generator):
-        gen.set_state(state)

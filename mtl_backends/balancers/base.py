@@ -27,10 +27,12 @@ class GradientBalancer(ABC):
         needs_jacobian: Whether the trainer must compute per-task gradients; if False, the trainer
             backpropagates ``Σ_t w_t l_t`` once and never calls the balancer.
         requires_transform: A loss transform the balancer needs (``None``: any).
+        label: The name tables show (``None``: the registry name).
     """
 
     needs_jacobian: ClassVar[bool] = True
     requires_transform: ClassVar[str | None] = None
+    label: ClassVar[str | None] = None
 
     def __init__(self, weights: str = "after") -> None:
         if weights not in WEIGHT_MODES:

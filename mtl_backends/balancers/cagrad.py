@@ -5,11 +5,8 @@ from __future__ import annotations
 import numpy as np
 from torch import Tensor
 
-from mtl_backends.balancers._solvers import (
-    CoefficientBalancer,
-    minimise_on_simplex,
-    normalised_gram,
-)
+from mtl_backends.balancers._coefficient import CoefficientBalancer
+from mtl_backends.balancers._solvers import minimise_on_simplex, normalised_gram
 
 
 def cagrad_objective(
@@ -92,6 +89,8 @@ class CAGrad(CoefficientBalancer):
     State: none (``solver_failures`` counts steps where SLSQP failed and projected gradient was
     used).
     """
+
+    label = "CAGrad"
 
     def __init__(self, c: float = 0.4, rescale: bool = False, weights: str = "after") -> None:
         super().__init__(weights)

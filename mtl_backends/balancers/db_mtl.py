@@ -36,6 +36,8 @@ class DBMTL(GradientBalancer):
     Jacobian's device), both in ``state_dict``.
     """
 
+    label = "DB-MTL"
+
     requires_transform = "log"
 
     def __init__(self, beta: float = 0.9, beta_sigma: float = 0.5, weights: str = "after") -> None:

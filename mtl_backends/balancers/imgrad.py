@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from torch import Tensor
 
-from mtl_backends.balancers._solvers import CoefficientBalancer, min_norm_simplex
+from mtl_backends.balancers._coefficient import CoefficientBalancer
+from mtl_backends.balancers._solvers import min_norm_simplex
 from mtl_backends.balancers.cagrad import cagrad_objective, conflict_averse_coefficients
 
 IMGRAD_VARIANTS: tuple[str, ...] = ("paper", "released")
@@ -54,6 +55,8 @@ class IMGrad(CoefficientBalancer):
 
     State: none (``last_mu`` holds the last ``μ``; ``solver_failures`` counts SLSQP failures).
     """
+
+    label = "IMGrad"
 
     def __init__(self, c: float = 0.8, variant: str = "paper", weights: str = "after") -> None:
         super().__init__(weights)

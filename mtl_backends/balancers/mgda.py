@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from torch import Tensor
 
-from mtl_backends.balancers._solvers import CoefficientBalancer, min_norm_simplex
+from mtl_backends.balancers._coefficient import CoefficientBalancer
+from mtl_backends.balancers._solvers import min_norm_simplex
 
 MGDA_NORMALISATIONS: tuple[str, ...] = ("none", "l2", "loss", "loss+")
 
@@ -31,6 +32,8 @@ class MGDA(CoefficientBalancer):
 
     State: none.
     """
+
+    label = "MGDA"
 
     def __init__(
         self, normalize: str = "none", max_iter: int = 250, weights: str = "after"

@@ -30,6 +30,8 @@ class PCGrad(GradientBalancer):
     generator seeded with 0 is used. One permutation of the other tasks per task per step.
     """
 
+    label = "PCGrad"
+
     def reset(self, n_tasks: int, generator: torch.Generator | None = None) -> None:
         """Prepare for ``n_tasks`` tasks; the projection orders are drawn from ``generator``."""
         super().reset(

@@ -14,6 +14,8 @@ class Sum(GradientBalancer):
     explicit Jacobian it returns the same direction (each task contributes its own gradient).
     """
 
+    label = "sum"
+
     needs_jacobian = False
 
     def contributions(self, jacobian: Tensor, losses: Tensor) -> Tensor:

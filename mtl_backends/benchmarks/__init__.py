@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mtl_backends.benchmarks.base import SPLITS, Benchmark, MetricSpec, SplitData, predict
+from mtl_backends.benchmarks.instances import instance_kwargs, instance_seeded
 from mtl_backends.benchmarks.multi_digits import MultiDigits
 from mtl_backends.benchmarks.qm9 import QM9
 from mtl_backends.benchmarks.synthetic import Synthetic
@@ -34,6 +35,8 @@ __all__ = [
     "SplitData",
     "Synthetic",
     "Toy",
+    "instance_kwargs",
+    "instance_seeded",
     "make_benchmark",
     "predict",
 ]

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from mtl_backends.progress import GapTracker
+from mtl_backends.gaps import GapTracker
 
 
 @dataclass(frozen=True)
@@ -42,12 +42,14 @@ class LossWeighting(ABC):
     """Decides per-task loss weights from the training state; costs no extra backward pass.
 
     Subclasses implement ``__call__`` and declare ``transform`` (the loss transform the weights are
-    meant for). Stateful methods override ``reset``, ``state_dict`` and ``load_state_dict``; methods
-    with learnable parameters (UW) override ``parameters`` and ``extra_loss``; methods that look at
-    the result of a step (FAMO) override ``after_step``.
+    meant for) and ``label`` (the name tables show). Stateful methods override ``reset``,
+    ``state_dict`` and ``load_state_dict``; methods with learnable parameters (UW) override
+    ``parameters`` and ``extra_loss``; methods that look at the result of a step (FAMO) override
+    ``after_step``.
     """
 
     transform: ClassVar[str] = "identity"
+    label: ClassVar[str | None] = None
 
     def reset(self, n_tasks: int, generator: torch.Generator | None = None) -> None:
         """Prepare for a new run with ``n_tasks`` tasks; random draws come from ``generator``."""

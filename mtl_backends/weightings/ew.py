@@ -15,6 +15,8 @@ class EW(LossWeighting):
     but its code uses 1, as we do).
     """
 
+    label = "EW"
+
     transform = "identity"
 
     def __call__(self, context: StepContext) -> Tensor:

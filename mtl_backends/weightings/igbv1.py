@@ -5,12 +5,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mtl_backends.simplex import scaled_softmax
 from mtl_backends.weightings.base import LossWeighting, StepContext
 
 
 def igbv1_weights(gaps: Tensor) -> Tensor:
-    """``T * softmax(gaps)``: IGBv1's map from improvable gaps to weights (sums to T)."""
-    return gaps.numel() * torch.softmax(gaps.to(torch.float64), dim=0)
+    """``T * softmax(gaps)``: IGBv1's map from improvable gaps to weights (float64, sums to T)."""
+    return scaled_softmax(gaps)
 
 
 class IGBv1(LossWeighting):
@@ -24,6 +25,8 @@ class IGBv1(LossWeighting):
     with ``L* = 0`` this is the paper's ``T · softmax(L / L_base)``). The objective is
     ``Σ_t w_t log(L_t - L*_t + eps)`` with ``w`` detached. Weights sum to T.
     """
+
+    label = "IGBv1"
 
     transform = "log"
 

@@ -15,6 +15,8 @@ class SI(LossWeighting):
     https://arxiv.org/abs/2202.01017. Formula: ``w_t = 1``, objective ``Σ_t log(L_t - L*_t + eps)``.
     """
 
+    label = "SI"
+
     transform = "log"
 
     def __call__(self, context: StepContext) -> Tensor:

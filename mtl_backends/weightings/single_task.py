@@ -19,6 +19,8 @@ class SingleTask(LossWeighting):
         task: Index of the task to train.
     """
 
+    label = "single task"
+
     transform = "identity"
 
     def __init__(self, task: int) -> None:

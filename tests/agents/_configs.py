@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.quickstart import TINY
-from agents.train import AgentConfig
+from agents.config import AgentConfig
+from agents.experiments.quickstart import TINY
 
 # A seconds-scale env, the one `igb quickstart --tiny` uses: 60 steps with a 10-step base window,
 # K = 10 (5 decisions per episode).
-TINY_ENV: dict[str, Any] = {"preset": "tiny", **TINY.env}
+TINY_ENV: dict[str, Any] = dict(TINY.env)
 
 # The sanity instance of the learning test: task 2's targets are pure noise (scale 0.01 under
 # unit label noise), so weighting it down helps both tasks' validation losses.

@@ -10,18 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from agents.config import AgentConfig, get_algorithm
 from agents.export import export_model
-from agents.train import (
-    AgentConfig,
-    build_model,
-    get_algorithm,
-    load_model,
-    make_vec_env,
-    train_agent,
-)
+from agents.train import build_model, load_model, train_agent
+from agents.vec_env import make_vec_env
 from igb_env import make_env
+from mtl_backends.policy import load_policy
 from mtl_backends.registry import ConfigError
-from mtl_backends.weightings.policy import load_policy
 from tests.agents._configs import TINY_ENV, tiny_agent
 
 HAS_CONTRIB = importlib.util.find_spec("sb3_contrib") is not None

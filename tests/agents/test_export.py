@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from agents.config import load_agent_config
 from agents.export import actor_spec, export_run
-from agents.train import load_agent_config, load_model
+from agents.train import load_model
 from igb_env import make_env
-from mtl_backends.action_map import action_to_weights
-from mtl_backends.weightings.policy import load_policy
+from mtl_backends.policy import action_to_weights, load_policy
+from tests.mtl_backends.policy._policies import tracker_with_gaps
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,10 +48,10 @@ def test_export_equals_model_predict_mapped_to_weights(trained: Path, exported: 
     got = np.stack([policy.act(o).numpy() for o in obs])
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
     # ... and the same weights through the shared, versioned action map.
-    gaps = torch.tensor([0.9, 0.5, 0.2], dtype=torch.float64)
+    tracker = tracker_with_gaps([0.9, 0.5, 0.2])
     for a_exp, a_got in zip(expected, got, strict=True):
-        w_exp = action_to_weights(a_exp, policy.action_mode, policy.tau, gaps)
-        w_got = action_to_weights(a_got, policy.action_mode, policy.tau, gaps)
+        w_exp = action_to_weights(a_exp, policy.action_mode, policy.tau, tracker)
+        w_got = action_to_weights(a_got, policy.action_mode, policy.tau, tracker)
         torch.testing.assert_close(w_got, w_exp, atol=1e-5, rtol=0)
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.train import AgentConfig, load_model, train_agent
+from agents.config import AgentConfig
+from agents.train import load_model, train_agent
 from igb_env import make_env, rollout_policy
 from tests.agents._configs import NOISE_ENV
 

@@ -11,12 +11,16 @@ import pytest
 import torch
 
 from agents.cli import main
-from agents.online import IGBv2, action_to_weights, igbv2_reward, logits_to_action
+from agents.online import IGBv2, logits_to_action
+from igb_env.rewards import RewardInput, min_gap_decrease
 from mtl_backends.balancers import make_balancer
 from mtl_backends.benchmarks import Synthetic
 from mtl_backends.config import TrainConfig
+from mtl_backends.gaps import GapTracker
+from mtl_backends.policy import action_to_weights
 from mtl_backends.trainer import MTLTrainer
 from mtl_backends.weightings import LOSS_WEIGHTINGS, make_weighting
+from tests.mtl_backends.policy._policies import tracker_with_gaps
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 40
@@ -57,11 +61,21 @@ def test_registered_on_import() -> None:
 
 
 def test_reward_formula_on_hand_made_losses() -> None:
+    """IGBv2's reward is the env's ``min_gap_decrease`` on one step's batch losses."""
     prev, now, base = torch.tensor([2.0, 4.0]), torch.tensor([1.0, 3.5]), torch.tensor([4.0, 1.0])
+    zeros = np.zeros(2)
     # decreases (1, 0.5) / base (4, 1) = (0.25, 0.5): min 0.25, times α = 2
-    assert igbv2_reward(prev, now, base, alpha=2.0) == pytest.approx(0.5)
+    inputs = RewardInput(prev.numpy(), now.numpy(), base.numpy(), zeros, lr_ratio=1.0)
+    assert min_gap_decrease(inputs, 2.0) == pytest.approx(0.5)
     # with L* = (1, 0): (1, 0.5) / (3, 1) -> min 1/3
-    assert igbv2_reward(prev, now, base, torch.tensor([1.0, 0.0])) == pytest.approx(1 / 3)
+    lower = RewardInput(prev.numpy(), now.numpy(), base.numpy(), np.array([1.0, 0.0]), 1.0)
+    assert min_gap_decrease(lower, 1.0) == pytest.approx(1 / 3)
+    tracker = GapTracker(2, (0, 1))
+    tracker.update(base.double(), 0, 1e-3)
+    tracker.update(now.double(), 1, 1e-3)
+    weighting = IGBv2()
+    weighting.prev_lr_ratio = 0.5  # α = lr_0 / lr = 2
+    assert weighting.reward(prev, now, tracker) == pytest.approx(0.5)
     w = IGBv2()
     assert w.reward_scale(1.0) == 1.0
     assert w.reward_scale(0.25) == 4.0
@@ -75,7 +89,8 @@ def test_action_map_round_trip() -> None:
     a = logits_to_action(z, 3.0)
     assert bool((a.abs() <= 1).all())
     expected = 3 * torch.softmax(z.double(), 0)
-    torch.testing.assert_close(action_to_weights(a, 3.0).double(), expected, rtol=1e-6, atol=1e-6)
+    weights = action_to_weights(a, "absolute", 3.0, tracker_with_gaps([1.0, 1.0, 1.0])).double()
+    torch.testing.assert_close(weights, expected, rtol=1e-6, atol=1e-6)
 
 
 def test_schedule_random_phase_updates_and_buffer() -> None:
@@ -127,10 +142,9 @@ def test_schedule_random_phase_updates_and_buffer() -> None:
         np.testing.assert_array_equal(buffer.observations[i, 0], losses[k].numpy())
         np.testing.assert_array_equal(buffer.next_observations[i, 0], losses[k + 1].numpy())
         action = torch.from_numpy(buffer.actions[i, 0].copy())
-        torch.testing.assert_close(
-            action_to_weights(action, 3.0).double(), weights[k], rtol=1e-5, atol=1e-6
-        )
-        reward = igbv2_reward(losses[k], losses[k + 1], base)
+        applied = action_to_weights(action, "absolute", 3.0, trainer.progress).double()
+        torch.testing.assert_close(applied, weights[k], rtol=1e-5, atol=1e-6)
+        reward = weighting.reward(losses[k], losses[k + 1], trainer.progress)
         assert buffer.rewards[i, 0] == pytest.approx(reward, rel=1e-5, abs=1e-7)
         assert not buffer.dones[i, 0]
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 import yaml
 
-from agents.compare import Cell, experiment_from_dict, plan_grid
+from agents.experiments.config import experiment_from_dict
+from agents.experiments.grid import Cell, plan_grid
 from mtl_backends.balancers import make_balancer
 from mtl_backends.benchmarks import make_benchmark
 from mtl_backends.config import TrainConfig

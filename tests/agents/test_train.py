@@ -10,15 +10,9 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from agents.train import (
-    AgentConfig,
-    build_model,
-    load_agent_config,
-    load_model,
-    make_vec_env,
-    spawn_seeds,
-    train_agent,
-)
+from agents.config import AgentConfig, load_agent_config
+from agents.train import build_model, load_model, train_agent
+from agents.vec_env import make_vec_env, spawn_seeds
 from igb_env.config import load_env_config
 from mtl_backends.registry import ConfigError
 from tests.agents._configs import TINY_ENV, tiny_agent

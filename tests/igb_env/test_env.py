@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-import igb_env
 from igb_env import IGBEnv, make_env, rollout_baseline
 from igb_env.config import load_env_config
+from mtl_backends.features import FeatureTable
 from mtl_backends.registry import ConfigError
 
 # 60 steps, 10-step base window, K = 10: 5 env steps per episode.
@@ -239,8 +239,6 @@ def test_make_env_picklable_and_registered():
 
 
 def test_docstring_table_generated_from_feature_table():
-    from mtl_backends.progress import feature_table
-
     doc = IGBEnv.__doc__ or ""
     for section in (
         "Description",
@@ -253,11 +251,10 @@ def test_docstring_table_generated_from_feature_table():
         "Version History",
     ):
         assert f"## {section}" in doc
-    for feature in feature_table(load_env_config({}).feature_spec):
+    table = FeatureTable(load_env_config({}).feature_spec)
+    for feature in table.rows:
         assert f"`{feature.name}`" in doc and feature.description in doc
-    assert (
-        igb_env.observation_table(load_env_config({}).feature_spec).splitlines()[2].strip() in doc
-    )
+    assert table.markdown().splitlines()[2].strip() in doc
 
 
 def test_yaml_configs_load():

@@ -11,9 +11,9 @@ import torch
 from igb_env import load_env_config, make_env, rollout_baseline
 from mtl_backends.balancers import make_balancer
 from mtl_backends.benchmarks import make_benchmark
+from mtl_backends.policy import PolicyNetwork, load_policy, save_policy
 from mtl_backends.trainer import MTLTrainer, StepResult
 from mtl_backends.weightings import IGBv1, PolicyWeighting
-from mtl_backends.weightings.policy import PolicyNetwork, load_policy, save_policy
 
 from .test_env import SMALL
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from agents.config import load_agent_config
 from agents.export import export_model
-from agents.train import load_agent_config, load_model
+from agents.train import load_model
 
 
 def main() -> None:

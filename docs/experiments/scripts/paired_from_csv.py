@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 from pathlib import Path
 
-from agents.evaluate import paired
+from agents.experiments.stats import paired
 
 
 def row_label(row: dict[str, str]) -> str:
@@ -54,11 +53,9 @@ def main() -> None:
             print(f"{a} − {b}: no seed finished for both")
             continue
         stats = paired([da[s] - db[s] for s in seeds])
-        mean = stats["mean"]
-        low, high = stats["ci95"] if len(seeds) > 1 else (math.nan, math.nan)
         print(
-            f"{args.benchmark}: {a} − {b} = {mean:+.2f} [{low:+.2f}, {high:+.2f}] "
-            f"(A wins {stats['wins']}/{len(seeds)}; seeds {seeds})"
+            f"{args.benchmark}: {a} − {b} = {stats.mean:+.2f} [{stats.low:+.2f}, "
+            f"{stats.high:+.2f}] (A wins {stats.wins}/{len(seeds)}; seeds {seeds})"
         )
 
 

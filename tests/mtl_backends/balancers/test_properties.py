@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mtl_backends.balancers import GRADIENT_BALANCERS, make_balancer
-from mtl_backends.balancers._solvers import CoefficientBalancer
+from mtl_backends.balancers._coefficient import CoefficientBalancer
 
 from . import _asserts as A
 from ._inputs import DEGENERATE, FAMILIES, generic, losses_for

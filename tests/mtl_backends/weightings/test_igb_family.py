@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from mtl_backends.progress import GapTracker
+from mtl_backends.gaps import GapTracker
 from mtl_backends.weightings import EW, SI, IGBv1, StepContext, make_weighting
 
 

@@ -1,0 +1,7 @@
+"""``python -m agents.cli``: the ``igb`` command line."""
+
+import sys
+
+from agents.cli import main
+
+sys.exit(main())

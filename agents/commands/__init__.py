@@ -1,1 +1,0 @@
-"""Subcommands of the ``igb`` command line (one module each)."""

@@ -1,0 +1,112 @@
+"""Writing and reading exported-policy folders (``policy.pt`` + ``policy.json``, atomically)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mtl_backends.atomic import atomic_torch_save, write_text_atomic
+from mtl_backends.policy.format import (
+    FORMAT,
+    FORMAT_VERSION,
+    POLICY_FILE,
+    SIDECAR_FILE,
+    validate_sidecar,
+    versions,
+)
+from mtl_backends.policy.network import PolicyNetwork
+from mtl_backends.policy.runtime import Policy
+
+
+def save_policy(
+    path: str | Path,
+    network: PolicyNetwork,
+    sidecar: Mapping[str, Any],
+    obs_mean: Tensor | np.ndarray | None = None,
+    obs_var: Tensor | np.ndarray | None = None,
+) -> Path:
+    """Write a policy folder (``policy.pt`` + ``policy.json``), each file atomically.
+
+    Args:
+        path: Folder (created if missing).
+        network: The deterministic actor.
+        sidecar: From ``build_sidecar`` (or ``IGBEnv.policy_sidecar``); ``network`` and ``versions``
+            are filled in here.
+        obs_mean: Observation running mean (with ``obs_var``: enables normalisation; the sidecar's
+            ``obs_normalization`` defaults to ``{"clip_obs": 10.0, "epsilon": 1e-8}``, SB3's).
+        obs_var: Observation running variance.
+
+    Returns:
+        The folder.
+
+    Raises:
+        ValueError: An inconsistent sidecar, network or normalisation.
+    """
+    folder = Path(path)
+    out = dict(sidecar)
+    out.setdefault("format", FORMAT)
+    out.setdefault("format_version", FORMAT_VERSION)
+    out.setdefault("versions", versions())
+    out["network"] = network.spec()
+    if (obs_mean is None) != (obs_var is None):
+        raise ValueError("obs_mean and obs_var must be given together")
+    tensors: dict[str, Tensor] = {
+        k: v.detach().cpu().clone() for k, v in network.state_dict().items()
+    }
+    if obs_mean is not None and obs_var is not None:
+        mean = torch.as_tensor(np.asarray(obs_mean, dtype=np.float64)).reshape(-1)
+        var = torch.as_tensor(np.asarray(obs_var, dtype=np.float64)).reshape(-1)
+        if mean.shape != (network.sizes[0],) or var.shape != mean.shape:
+            raise ValueError(f"obs_mean/obs_var must have {network.sizes[0]} entries")
+        tensors["obs_mean"], tensors["obs_var"] = mean, var
+        if out.get("obs_normalization") is None:
+            out["obs_normalization"] = {"clip_obs": 10.0, "epsilon": 1e-8}
+    elif out.get("obs_normalization") is not None:
+        raise ValueError("the sidecar sets obs_normalization but no obs_mean/obs_var were given")
+    else:
+        out["obs_normalization"] = None
+    validate_sidecar(out, str(folder))
+    text = json.dumps(out, indent=2, sort_keys=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save(tensors, folder / POLICY_FILE)
+    write_text_atomic(text + "\n", folder / SIDECAR_FILE)
+    return folder
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Load a policy folder written by ``save_policy`` (tensors only; no stored code runs).
+
+    Raises:
+        FileNotFoundError: A file is missing.
+        ValueError: An unsupported format, an inconsistent sidecar or unexpected tensors.
+    """
+    folder = Path(path)
+    side_path, weights_path = folder / SIDECAR_FILE, folder / POLICY_FILE
+    for p in (side_path, weights_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"policy file {str(p)!r} does not exist")
+    sidecar = json.loads(side_path.read_text())
+    validate_sidecar(sidecar, str(side_path))
+    tensors = torch.load(weights_path, map_location="cpu", weights_only=True)
+    if not isinstance(tensors, dict) or not all(isinstance(v, Tensor) for v in tensors.values()):
+        raise ValueError(f"{weights_path}: expected a dict of tensors")
+    obs_mean, obs_var = tensors.pop("obs_mean", None), tensors.pop("obs_var", None)
+    if (sidecar.get("obs_normalization") is not None) != (
+        obs_mean is not None and obs_var is not None
+    ):
+        raise ValueError(
+            f"{folder}: obs_normalization in the sidecar and obs_mean/obs_var tensors disagree"
+        )
+    network = PolicyNetwork.from_spec(sidecar["network"])
+    network.load_state_dict(tensors, strict=True)
+    network.eval()
+    return Policy(network, sidecar, obs_mean, obs_var)
+
+
+__all__ = ["load_policy", "save_policy"]

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agents.cli import main
+from agents.experiments.quickstart import FULL, TINY
+from igb_env.config import load_env_config
+
+
+@pytest.mark.parametrize("size", [FULL, TINY], ids=["full", "tiny"])
+def test_held_out_seeds_are_never_drawn_in_training(size) -> None:
+    low, high = load_env_config(dict(size.env)).instances
+    assert len(size.held_out) >= 3
+    assert all(not low <= s < high for s in size.held_out)
+
+
+def test_tiny_quickstart_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "qs"
+    assert main(["quickstart", "--tiny", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for label in ("| EW |", "| SI |", "| IGBv1 |", "| learned policy |", "time / EW"):
+        assert label in printed
+    assert str(out) in printed
+    for name in (
+        "results.json",
+        "table.md",
+        "weights.png",
+        "agent/model.zip",
+        "policy/policy.json",
+    ):
+        assert (out / name).is_file(), name
+    assert (out / "weights.png").stat().st_size > 1000
+    results = json.loads((out / "results.json").read_text())
+    summary = results["summary"]
+    assert set(summary) == {"EW", "SI", "IGBv1", "learned policy"}
+    for row in summary.values():
+        assert row["seeds"] == list(TINY.held_out)
+        assert len(row["test_losses"]) == 3
+    assert summary["EW"]["time_vs_ew"] == pytest.approx(1.0)
+    assert summary["learned policy"]["vs_igbv1"]["n"] == len(TINY.held_out)
+    assert "vs_si" not in summary["SI"] and "vs_igbv1" in summary["SI"]
+    assert results["agent"]["timesteps"] > 0

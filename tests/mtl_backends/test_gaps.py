@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mtl_backends.features import FeatureSpec, FeatureTable
+from mtl_backends.gaps import GapTracker
+
+
+def _feed(tracker: GapTracker, rows: list[list[float]], lr: float = 1.0) -> None:
+    for step, row in enumerate(rows):
+        tracker.update(torch.tensor(row), step, lr)
+
+
+def test_base_losses_are_the_window_mean() -> None:
+    tracker = GapTracker(2, base_window=(1, 3))
+    _feed(tracker, [[9.0, 9.0], [2.0, 4.0], [4.0, 8.0]])
+    assert tracker.base_losses is None  # set when the first step after the window arrives
+    tracker.update(torch.tensor([1.0, 1.0]), 3, 1.0)
+    assert tracker.base_losses is not None
+    assert tracker.base_losses.tolist() == [3.0, 6.0]
+
+
+def test_no_gaps_before_the_base_window_ends() -> None:
+    tracker = GapTracker(2, base_window=(1, 3))
+    _feed(tracker, [[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]])
+    assert not tracker.has_base and tracker.gaps is None
+
+
+def test_gap_uses_lower_bound() -> None:
+    tracker = GapTracker(1, base_window=(0, 1), lower_bounds=torch.tensor([-2.0]))
+    _feed(tracker, [[2.0], [0.0]])  # base 2 -> margin 4; now margin 2
+    assert tracker.gaps is not None
+    assert tracker.gaps.tolist() == [0.5]
+
+
+def test_ema_smooths_gaps() -> None:
+    tracker = GapTracker(1, base_window=(0, 1), spec=FeatureSpec(ema=0.5))
+    _feed(tracker, [[1.0], [1.0], [3.0]])
+    assert tracker.smoothed_gaps is not None
+    assert tracker.smoothed_gaps.tolist() == [2.0]  # 0.5 * 1 + 0.5 * 3
+
+
+def test_features_layout_bounds_and_dtype() -> None:
+    spec = FeatureSpec(history=2, stride=1, ema=0.0)
+    tracker = GapTracker(2, base_window=(0, 1), total_steps=10, spec=spec)
+    _feed(tracker, [[1.0, 1.0], [1e-9, 1e9], [0.5, 2.0], [0.25, 4.0]])
+    feats = tracker.features()
+    low, high = tracker.feature_bounds
+    layout = FeatureTable(spec).layout(("a", "b"))
+    assert feats.dtype == np.float32 and feats.shape == low.shape == (len(layout),)
+    assert np.all(feats >= low) and np.all(feats <= high)
+    names = [n for n, _, _ in layout]
+    assert names[:2] == ["a/log_gap", "a/raw_log_gap"] and names[-2:] == ["progress", "lr_ratio"]
+    i = names.index("b/log_gap")
+    assert feats[i] == pytest.approx(math.log(4.0))
+    # change over one snapshot (stride 1): 10 * (log 4 - log 2), clipped to 10.
+    assert feats[names.index("b/log_gap_change_1")] == pytest.approx(min(10 * math.log(2.0), 10.0))
+    assert feats[names.index("progress")] == pytest.approx(0.4)
+
+
+def test_lr_ratio_is_clipped() -> None:
+    tracker = GapTracker(1, base_window=(0, 1), lr0=0.1)
+    tracker.update(torch.tensor([1.0]), 0, lr=0.3)
+    assert tracker.lr_ratio == 1.0
+    tracker.update(torch.tensor([1.0]), 1, lr=0.05)
+    assert tracker.lr_ratio == pytest.approx(0.5)
+
+
+def test_bad_inputs_are_rejected() -> None:
+    tracker = GapTracker(2, base_window=(0, 1))
+    with pytest.raises(ValueError, match="expected 2 losses"):
+        tracker.update(torch.ones(3), 0, 1.0)
+    with pytest.raises(ValueError, match="non-finite"):
+        tracker.update(torch.tensor([1.0, float("nan")]), 0, 1.0)
+    with pytest.raises(ValueError, match="base_window"):
+        GapTracker(2, base_window=(3, 3))
+
+
+def test_state_round_trip() -> None:
+    a = GapTracker(2, base_window=(0, 2), spec=FeatureSpec(stride=2))
+    _feed(a, [[1.0, 2.0], [2.0, 3.0], [1.0, 1.0], [0.5, 0.5], [0.2, 0.3]])
+    b = GapTracker(2, base_window=(0, 2), spec=FeatureSpec(stride=2))
+    b.load_state_dict(a.state_dict())
+    np.testing.assert_array_equal(a.features(), b.features())
+    a.update(torch.tensor([0.1, 0.1]), 5, 1.0)
+    b.update(torch.tensor([0.1, 0.1]), 5, 1.0)
+    np.testing.assert_array_equal(a.features(), b.features())
