@@ -69,9 +69,9 @@ def _default_hyperparameters() -> dict[str, Any]:
 class AgentConfig:
     """One agent training run (rl-zoo3-style; plain values only, nothing is evaluated).
 
-    The defaults are the prototype's best design (``research/prototype.md``): PPO on the residual
-    action (``a = 0`` is IGBv1) with the validation log-loss reward, (64, 64) networks and small
-    initial action noise.
+    The defaults are the prototype's best design (``docs/architecture.md``, "Defaults"): PPO on
+    the residual action (``a = 0`` is IGBv1) with the validation log-loss reward, (64, 64) networks
+    and small initial action noise.
 
     Attributes:
         algorithm: ``ppo`` (default: it learned best in the prototype), ``sac``, ``td3``,

@@ -1,7 +1,7 @@
 """IGBv2 as published: a SAC agent that learns the task weights *during* one MTL run.
 
 Importing this module registers the weighting ``igbv2`` in
-``mtl_backends.weightings.LOSS_WEIGHTINGS`` (``mtl_backends`` never imports it, DESIGN §1). The
+``mtl_backends.weightings.LOSS_WEIGHTINGS`` (``mtl_backends`` never imports ``agents``). The
 import is light: Stable-Baselines3 and Gymnasium are imported only when an ``IGBv2`` is reset, so
 ``igb train`` and ``igb compare`` can ``import agents.online`` unconditionally before building a
 weighting from a config.

@@ -101,7 +101,7 @@ def build_model(config: AgentConfig, venv: VecEnv, tensorboard_log: str | None) 
         )
     with warnings.catch_warnings():
         # The prototype's minibatch of 64 does not divide its 144-step rollout; SB3 then warns
-        # about the last, truncated minibatch, which is harmless (research/prototype.md).
+        # about the last, truncated minibatch, which is harmless.
         warnings.filterwarnings("ignore", message="You have specified a mini-batch size")
         model = algo(
             "MlpPolicy",

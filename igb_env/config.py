@@ -29,14 +29,14 @@ def _default_train() -> TrainConfig:
 class EnvConfig:
     """Everything that defines the MDP of ``IGBEnv``.
 
-    The defaults are the prototype's training setting (``research/prototype.md``): 1000-step
-    episodes including a 100-step base window, K = 25 steps per action, residual actions with
-    τ = 1 and the validation reward scaled by 10.
+    The defaults are the prototype's training setting (``docs/architecture.md``, "Defaults"):
+    1000-step episodes including a 100-step base window, K = 25 steps per action, residual actions
+    with τ = 1 and the validation reward scaled by 10.
 
     Attributes:
         benchmark: Benchmark name and arguments. When the benchmark takes a ``seed`` and the
             arguments do not fix one, the instance seed becomes its data seed.
-        balancer: Gradient balancer the weights are applied with (after it, DESIGN §2).
+        balancer: Gradient balancer the weights are applied with (after it).
         train: Training settings of each episode's MTL run; ``train.steps`` is the budget and
             ``train.base_window`` the base-loss window (``None``: the second epoch).
         steps_per_action: ``K``, trainer steps per env step (the action is held for K steps).

@@ -12,7 +12,7 @@ window's predecessor being the base losses ``L_base``.
 * ``val_log_improvement``: ``α · mean_t [log(V_prev,t − L*_t) − log(V_now,t − L*_t)]`` on a fixed
   held-in validation batch, ``V_prev`` measured at the previous env step (or at the end of the base
   window). Over an episode it telescopes to ``α · mean_t log(V_base,t / V_end,t)``. It worked best
-  in the prototype (``research/prototype.md``).
+  in the prototype (``docs/architecture.md``, "Defaults and where they come from").
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,65 +27,11 @@ from mtl_backends.features import FeatureSpec
 from mtl_backends.gaps import GapTracker, second_epoch_window
 from mtl_backends.metrics import delta_m, delta_p
 from mtl_backends.registry import ConfigError
+from mtl_backends.results import DivergenceError, EvalResult, FitHistory, Reference, StepResult
 from mtl_backends.rng import RngStream, generator_state, set_generator_state
 from mtl_backends.transforms import apply_transform
 from mtl_backends.updates import Parameters, StepInputs, make_update_rule
 from mtl_backends.weightings.base import LossWeighting, StepContext
-
-
-class DivergenceError(FloatingPointError):
-    """A task loss became NaN or infinite."""
-
-
-@dataclass(frozen=True)
-class StepResult:
-    """What one training step did.
-
-    Attributes:
-        step: Index of the step (0-based).
-        losses: Raw batch losses ``[T]``.
-        weights: Weights used ``[T]``.
-        lr: Learning rate of the step.
-    """
-
-    step: int
-    losses: Tensor
-    weights: Tensor
-    lr: float
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    """Metrics of one split.
-
-    Attributes:
-        split: ``train``, ``val`` or ``test``.
-        step: Training steps taken when evaluated.
-        metrics: Metric name -> value.
-        losses: Per-task loss on the whole split.
-        delta_m: Δm (%) against the STL reference, if one is set.
-        delta_p: Δp (%) against the STL reference, if one is set.
-    """
-
-    split: str
-    step: int
-    metrics: dict[str, float]
-    losses: list[float]
-    delta_m: float | None = None
-    delta_p: float | None = None
-
-
-@dataclass
-class FitHistory:
-    """Per-step raw losses and weights of a ``fit`` call, and its evaluations."""
-
-    losses: list[list[float]] = field(default_factory=list)
-    weights: list[list[float]] = field(default_factory=list)
-    evals: list[EvalResult] = field(default_factory=list)
-
-
-Reference = dict[str, dict[str, float]]
-"""STL reference metrics: split -> metric name -> value."""
 
 
 def _seeds(seed: int, n: int) -> list[int]:

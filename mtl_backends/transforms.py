@@ -1,4 +1,4 @@
-"""Loss transforms that a weighting or balancer declares (DESIGN §2).
+"""Loss transforms that a weighting or balancer declares (``docs/architecture.md``).
 
 ``identity`` leaves the raw losses alone. ``log`` maps ``L_t`` to ``log(L_t - L*_t + eps)``, where
 ``L*_t`` is the benchmark's declared lower bound for task ``t`` (0 for MSE and cross-entropy,

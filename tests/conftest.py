@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 
@@ -9,6 +11,16 @@ from mtl_backends.benchmarks import Synthetic
 from mtl_backends.config import TrainConfig
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Every test runs with one torch thread (bit-for-bit comparisons fix the thread count), and
+    a test that changes it (``igb --torch-threads``, ``igb perf``) cannot leak the change."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -1,4 +1,6 @@
-"""The import graph: no cycles, the layering holds, and every module imports on its own.
+"""The import graph: no cycles, downward layers only, every module importable on its own.
+
+At run time, `mtl_backends` loads no RL library and `igb_env` no SB3.
 
 The static graph is read from the source (module-level imports, ``TYPE_CHECKING`` blocks excluded).
 Importing ``a.b.c`` also runs the ``__init__`` of every package on the way that the importer is not
@@ -13,6 +15,8 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+
+import agents
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("mtl_backends", "igb_env", "agents")
@@ -179,3 +183,40 @@ def test_every_module_imports_on_its_own() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", out.stderr
+
+
+def _loaded_after_import(module: str) -> set[str]:
+    code = f"import sys, {module}; print('\\n'.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return set(out.stdout.split())
+
+
+def test_mtl_backends_loads_no_rl_library() -> None:
+    loaded = _loaded_after_import("mtl_backends")
+    assert "gymnasium" not in loaded
+    assert "stable_baselines3" not in loaded
+    assert "igb_env" not in loaded
+    assert "agents" not in loaded
+
+
+def test_igb_env_does_not_load_sb3() -> None:
+    loaded = _loaded_after_import("igb_env")
+    assert "stable_baselines3" not in loaded
+    assert "agents" not in loaded
+
+
+def test_cli_parser_builds_without_sb3() -> None:
+    loaded = _loaded_after_import("agents.cli")
+    code = (
+        "import sys; from agents.cli import build_parser; build_parser(); "
+        "print('stable_baselines3' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == "False"
+    assert "stable_baselines3" not in loaded
+
+
+def test_agents_is_ours() -> None:
+    # `agents` is a generic top-level name; make sure the installed one is this project's.
+    root = Path(__file__).resolve().parents[1]
+    assert Path(agents.__file__).resolve().parent == root / "agents"

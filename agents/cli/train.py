@@ -12,7 +12,7 @@ from typing import Any
 def register(subparsers: Any) -> None:
     """Add the ``train`` subcommand."""
     p = subparsers.add_parser("train", help="train one MTL run and print final metrics and Δm")
-    p.add_argument("config", help="RunConfig YAML (see configs/train/)")
+    p.add_argument("config", help="RunConfig YAML (see configs/runs/)")
     p.add_argument("--weighting", help="override the loss weighting (registry name)")
     p.add_argument("--balancer", help="override the gradient balancer (registry name)")
     p.add_argument(

@@ -34,10 +34,10 @@ from agents.experiments.backends import LocalBackend
 from agents.experiments.cells import load_records
 from agents.experiments.config import BenchmarkEntry, ExperimentConfig, MethodEntry, PlotConfig
 from agents.experiments.grid import plan_grid
-from agents.experiments.report import row_summaries, summary_table
 from agents.experiments.rows import Row, benchmark_rows
 from agents.experiments.runner import compare
 from agents.experiments.stats import mean_std, paired
+from agents.experiments.summary import row_summaries, summary_table
 from agents.export import export_model
 from agents.train import load_model
 from igb_env import make_env, rollout_baseline, rollout_policy

@@ -31,7 +31,7 @@ def write_plots(
 
     written: list[Path] = []
     for bench in config.benchmarks:
-        name = slug(bench.display)
+        bench_slug = slug(bench.display)
         rows = [r for r in benchmark_rows(bench, plan, records) if r.values("delta_m")]
         if config.plots.delta_m_bars and rows:
             stats = [mean_std(list(r.values("delta_m").values())) for r in rows]
@@ -45,11 +45,7 @@ def write_plots(
             ax.set_xticks(x, [r.label for r in rows], rotation=35, ha="right", fontsize=8)
             ax.set_ylabel("Δm % (lower is better)")
             ax.set_title(f"{bench.display}: Δm vs STL, mean ± std over seeds", fontsize=9)
-            fig.tight_layout()
-            path = out_dir / f"delta_m_{name}.png"
-            fig.savefig(path, dpi=90)
-            plt.close(fig)
-            written.append(path)
+            written.append(_save(fig, out_dir / f"delta_m_{bench_slug}.png"))
         selectors = config.plots.trajectories or (
             CellSelector(balancer="sum", seed=config.seeds[0]),
         )
@@ -86,12 +82,17 @@ def write_plots(
             )
             axes[0][-1].legend(fontsize=7)
             fig.suptitle(f"{bench.display}: {kind} over training", fontsize=9)
-            fig.tight_layout()
-            path = out_dir / f"{kind}_{name}.png"
-            fig.savefig(path, dpi=90)
-            plt.close(fig)
-            written.append(path)
+            written.append(_save(fig, out_dir / f"{kind}_{bench_slug}.png"))
     return written
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
 
 
 __all__ = ["write_plots"]

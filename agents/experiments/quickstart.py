@@ -33,9 +33,9 @@ from agents.experiments.backends import LocalBackend
 from agents.experiments.cells import load_records
 from agents.experiments.config import BenchmarkEntry, ExperimentConfig, MethodEntry, PlotConfig
 from agents.experiments.grid import GridPlan, plan_grid
-from agents.experiments.report import row_summaries, summary_table
 from agents.experiments.rows import benchmark_rows
 from agents.experiments.runner import compare
+from agents.experiments.summary import row_summaries, summary_table
 from agents.export import export_run
 from agents.train import train_agent
 from igb_env.config import load_env_config

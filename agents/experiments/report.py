@@ -3,25 +3,30 @@
 Everything here is recomputed from the cell records, so a resumed comparison reports exactly what
 a single uninterrupted one would. Δm (lower is better) and Δp (higher is better) are reported side
 by side, never combined (``mtl_backends.metrics``). ``igb compare`` writes the full report;
-``igb quickstart`` and ``igb evaluate`` print ``summary_table`` of the same rows.
+``igb quickstart`` and ``igb evaluate`` print the compact ``agents.experiments.summary`` table of
+the same rows.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from agents.experiments.config import BenchmarkEntry, ExperimentConfig
 from agents.experiments.grid import Cell, GridPlan
 from agents.experiments.plots import write_plots
-from agents.experiments.rows import Row, baseline_row, benchmark_rows, ew_row, slug
+from agents.experiments.rows import (
+    Row,
+    baseline_row,
+    benchmark_rows,
+    ew_row,
+    first_record_value,
+    slug,
+)
 from agents.experiments.stats import mean_std, paired
 
 CSV_NAME = "results.csv"
@@ -84,13 +89,7 @@ def _table(
     config: ExperimentConfig, bench: BenchmarkEntry, rows: Sequence[Row]
 ) -> tuple[list[str], list[str]]:
     """Markdown lines of one benchmark's table and its notes."""
-    specs: list[dict[str, Any]] = []
-    for r in rows:
-        for rec in r.records.values():
-            specs = list(rec.get("metric_specs", []))
-            break
-        if specs:
-            break
+    specs: list[dict[str, Any]] = first_record_value(rows, "metric_specs")
     base_label = config.baseline_label
     ew = ew_row(rows)
     ew_cpu = mean_std(list(ew.values("cpu_time_s").values()))[0] if ew else math.nan
@@ -134,104 +133,6 @@ def _ci_cell(row: Row, base: Row | None, key: str) -> str:
     seeds = sorted(set(mine) & set(theirs))
     diff = paired([mine[s] - theirs[s] for s in seeds])
     return _fmt_ci(diff.mean, diff.low, diff.high)
-
-
-def summary_table(
-    rows: Sequence[Row],
-    baselines: Sequence[tuple[str, str]],
-    loss_header: str | None = "{task} test loss",
-    intervals: bool = False,
-) -> str:
-    """A compact Markdown table of one benchmark (what quickstart and evaluate print).
-
-    Columns: the method, test Δm (mean ± std over seeds), optionally the mean test loss of every
-    task, the paired difference of Δm to each baseline under the same balancer (mean and wins;
-    with ``intervals`` also the std and the 95% t-interval; ``—`` for the baseline itself) and the
-    training wall time relative to EW.
-
-    Args:
-        rows: The table's rows (``benchmark_rows``).
-        baselines: ``(weighting name or label, column title)`` of each paired column.
-        loss_header: Title of the per-task loss columns (``{task}`` is the task name); ``None``:
-            no loss columns.
-        intervals: Add the std and the 95% t-interval to the paired columns.
-    """
-    n = max((len(r.records) for r in rows), default=0)
-    names: list[str] = []
-    for r in rows:
-        for rec in r.records.values():
-            names = list(rec.get("task_names", []))
-            break
-        if names:
-            break
-    head = ["method", f"Δm % (test, {n} seeds)"]
-    if loss_header is not None:
-        head += [loss_header.format(task=t) for t in names]
-    head += [f"vs {title} (wins)" for _, title in baselines] + ["time / EW"]
-    ew = ew_row(rows)
-    ew_time = float(np.mean(list(ew.values("train_wall_time_s").values()))) if ew else math.nan
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        dm = r.values("delta_m")
-        seeds = sorted(dm)
-        mean, std = mean_std([dm[s] for s in seeds])
-        cells = [r.label, f"{mean:.2f} ± {0.0 if len(seeds) < 2 else std:.2f}"]
-        if loss_header is not None:
-            losses = np.mean([r.records[s]["losses"]["test"] for s in seeds], axis=0)
-            cells += [f"{v:.4g}" for v in losses]
-        for name, _ in baselines:
-            base = baseline_row(rows, name, r)
-            if base is None or base is r:
-                cells.append("—")
-                continue
-            theirs = base.values("delta_m")
-            common = [s for s in seeds if s in theirs]
-            d = paired([dm[s] - theirs[s] for s in common])
-            text = f"{d.mean:+.2f}"
-            if intervals:
-                text += f" ± {d.std:.2f} [{d.low:+.2f}, {d.high:+.2f}]"
-            cells.append(f"{text} ({d.wins}/{n})")
-        wall = float(np.mean(list(r.values("train_wall_time_s").values())))
-        cells.append(f"{wall / ew_time:.2f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def row_summaries(
-    rows: Sequence[Row], baselines: Sequence[tuple[str, str]]
-) -> dict[str, dict[str, Any]]:
-    """The numbers of ``summary_table`` as JSON: one entry per row label.
-
-    Each entry holds the registry names, the seeds, Δm (mean, std, n, per seed), the mean test
-    loss of every task, the training time relative to EW and, for each baseline, the paired
-    differences (``vs_<name>``: mean, std, t-interval, wins, n).
-    """
-    ew = ew_row(rows)
-    ew_time = float(np.mean(list(ew.values("train_wall_time_s").values()))) if ew else math.nan
-    out: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        dm = r.values("delta_m")
-        seeds = sorted(dm)
-        mean, std = mean_std([dm[s] for s in seeds])
-        entry: dict[str, Any] = {
-            "weighting": r.weighting_name,
-            "balancer": r.balancer_name,
-            "seeds": seeds,
-            "delta_m": {"mean": mean, "std": std, "n": len(seeds), "per_seed": dm},
-            "test_losses": np.mean(
-                [r.records[s]["losses"]["test"] for s in seeds], axis=0
-            ).tolist(),
-            "time_vs_ew": float(np.mean(list(r.values("train_wall_time_s").values())) / ew_time),
-        }
-        for name, _ in baselines:
-            base = baseline_row(rows, name, r)
-            if base is None or base is r:
-                continue
-            theirs = base.values("delta_m")
-            diff = paired([dm[s] - theirs[s] for s in seeds if s in theirs])
-            entry[f"vs_{name}"] = dataclasses.asdict(diff)
-        out[r.label] = entry
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -424,4 +325,4 @@ def write_report(
     return [csv_path, md_path, *pngs]
 
 
-__all__ = ["row_summaries", "summary_table", "write_csv", "write_markdown", "write_report"]
+__all__ = ["write_csv", "write_markdown", "write_report"]

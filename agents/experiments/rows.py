@@ -98,9 +98,19 @@ def ew_row(rows: Sequence[Row]) -> Row | None:
     return None
 
 
+def first_record_value(rows: Sequence[Row], key: str) -> list[Any]:
+    """``record[key]`` (a list) of the first successful record of the table (``[]`` if none)."""
+    for r in rows:
+        for rec in r.records.values():
+            value = rec.get(key)
+            if value:
+                return list(value)
+    return []
+
+
 def slug(text: str) -> str:
     """``text`` as a file-name part (e.g. a benchmark label in a plot's name)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "benchmark"
 
 
-__all__ = ["Row", "baseline_row", "benchmark_rows", "ew_row", "slug"]
+__all__ = ["Row", "baseline_row", "benchmark_rows", "ew_row", "first_record_value", "slug"]

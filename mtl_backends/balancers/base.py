@@ -1,4 +1,4 @@
-"""The gradient-balancer contract (DESIGN §2): per-task contributions, then the loss weights."""
+"""The gradient-balancer contract: per-task contributions first, then the loss weights."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 The trainer chooses a rule once, when it is built (``make_update_rule``): ``sum`` (one backward
 pass of ``Σ_t w_t l_t``) for balancers that need no per-task gradients, ``jacobian`` (per-task
-gradients of the shared parameters combined by the balancer, DESIGN §2) otherwise, and ``flat``
+gradients of the shared parameters combined by the balancer) otherwise, and ``flat``
 (the sharpness-aware wrapper of Phan et al. around the balancer) when ``TrainConfig.flat_rho`` is
 set. A rule writes ``.grad`` of the model's parameters (and of a weighting's own learnable
 parameters); the trainer then clips and takes the optimizer step.

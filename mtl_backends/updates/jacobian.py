@@ -89,7 +89,7 @@ def write_grad(params: Sequence[Tensor], direction: Tensor) -> None:
 
 
 class JacobianUpdate(UpdateRule):
-    """Per-task gradients of the shared parameters, combined by the balancer (DESIGN §2).
+    """Per-task gradients of the shared parameters, combined by the balancer.
 
     The balancer turns the unweighted Jacobian and the weights into the shared update ``d``; the
     heads get ``∇ Σ_t w_t h_t l_t`` (``h_t``: the balancer's head scales, 1 by default) plus the

@@ -1,4 +1,4 @@
-"""The loss-weighting contract (DESIGN §2)."""
+"""The loss-weighting contract (``docs/architecture.md``, "One training step")."""
 
 from __future__ import annotations
 

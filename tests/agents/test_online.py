@@ -203,7 +203,7 @@ def test_buffer_wraps_and_resumes_full(tmp_path: Path) -> None:
 
 
 def _tiny_yaml(tmp_path: Path, weighting: str | None = None) -> Path:
-    text = (ROOT / "configs" / "train" / "tiny.yaml").read_text()
+    text = (ROOT / "configs" / "runs" / "smoke.yaml").read_text()
     text = text.replace(".igb-cache/stl", str(tmp_path / "stl"))
     if weighting is not None:
         text += weighting

@@ -26,14 +26,6 @@ SMALL = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def run_episode(env: IGBEnv, actions, **reset_kwargs):
     obs, info = env.reset(**reset_kwargs)
     trace: list[Any] = [(obs, info)]

@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from igb_env import make_env
 from igb_env.config import held_out_config, load_env_config
@@ -22,14 +21,6 @@ SMALL: dict[str, Any] = {
     "steps_per_action": 10,
     "val_batch_size": 50,
 }
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def instances(env, n: int, seed: int | None = None) -> list[int]:

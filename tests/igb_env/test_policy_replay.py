@@ -18,14 +18,6 @@ from mtl_backends.weightings import IGBv1, PolicyWeighting
 from .test_env import SMALL
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def record_steps(monkeypatch):
     """Records every trainer step's weights, per trainer."""

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def _tiny_config(tmp_path: Path) -> Path:
-    text = (ROOT / "configs" / "train" / "tiny.yaml").read_text()
+    text = (ROOT / "configs" / "runs" / "smoke.yaml").read_text()
     path = tmp_path / "tiny.yaml"
     path.write_text(text.replace(".igb-cache/stl", str(tmp_path / "stl")))
     return path

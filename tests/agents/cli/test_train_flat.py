@@ -7,7 +7,7 @@ import pytest
 from agents.cli import main
 
 ROOT = Path(__file__).resolve().parents[3]
-TINY = str(ROOT / "configs" / "train" / "tiny.yaml")
+TINY = str(ROOT / "configs" / "runs" / "smoke.yaml")
 
 
 def test_train_with_flat_balancer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -73,7 +73,15 @@ def test_smoke_end_to_end_writes_table_csv_and_plots(smoke: tuple[Path, Path, in
     assert "best validation Δm" in md and "final model" in md  # the selection rule is stated
     assert "transform conflict" in md  # ew + db_mtl skipped with its reason
     assert "CPU vs EW" in md and "| EW | 2 |" in md
-    assert list(out.glob("delta_m_*.png")) and list(out.glob("weights_*.png"))
+    # One plot of each kind per benchmark, named after the benchmark's label.
+    for kind in ("delta_m", "weights", "gaps"):
+        assert (out / f"{kind}_synthetic-tiny.png").is_file(), kind
+    assert (out / "delta_m_synthetic-tiny-T2.png").is_file()
+    assert {p.name for p in out.glob("*.png")} <= {
+        f"{k}_{b}.png"
+        for k in ("delta_m", "weights", "gaps")
+        for b in ("synthetic-tiny", "synthetic-tiny-T2")
+    }
     rows = list(csv.DictReader((out / "results.csv").open()))
     ok = [r for r in rows if r["status"] == "ok"]
     assert len(ok) == 20 and sum(r["status"] == "skipped" for r in rows) == 4

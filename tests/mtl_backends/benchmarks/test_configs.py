@@ -10,11 +10,11 @@ from mtl_backends.config import RunConfig, load_config
 from mtl_backends.metrics import mean_rank
 from mtl_backends.registry import valid_arguments
 
-CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "benchmarks"
+CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "runs"
 
 
 def test_every_benchmark_has_a_reference_config() -> None:
-    assert sorted(p.stem for p in CONFIGS.glob("*.yaml")) == sorted(BENCHMARKS)
+    assert set(BENCHMARKS) <= {p.stem for p in CONFIGS.glob("*.yaml")}
 
 
 @pytest.mark.parametrize("name", sorted(BENCHMARKS))
@@ -22,7 +22,7 @@ def test_config_loads_into_run_config(name: str) -> None:
     config = load_config(RunConfig, CONFIGS / f"{name}.yaml")
     assert config.benchmark.name == name
     assert set(config.benchmark.kwargs) <= set(valid_arguments(BENCHMARKS[name]))
-    assert config.weighting.name == "ew" and config.balancer.name == "sum"
+    assert config.balancer.name == "sum"
     # Training rows from the config (or the constructor default), without building the data.
     rows_arg = {"synthetic": "n_train", "toy": "n_rows", "multi_digits": "n_train", "qm9": "subset"}
     key = rows_arg[name]

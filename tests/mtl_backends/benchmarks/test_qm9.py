@@ -9,22 +9,20 @@ import numpy as np
 import pytest
 import torch
 
-from mtl_backends.benchmarks import make_benchmark
-from mtl_backends.benchmarks import qm9 as qm9_module
-from mtl_backends.benchmarks.qm9 import (
+from mtl_backends.benchmarks import make_benchmark, qm9_data, qm9_descriptors
+from mtl_backends.benchmarks.qm9 import QM9
+from mtl_backends.benchmarks.qm9_data import (
     HAR2EV,
-    QM9,
     TARGETS,
     MissingExtraError,
     QM9Table,
-    feature_key,
-    featurize,
     load_table,
     qm9_data_dir,
     read_table,
     split_indices,
     table_key,
 )
+from mtl_backends.benchmarks.qm9_descriptors import feature_key, featurize
 from tests.mtl_backends.benchmarks.helpers import train_briefly
 
 HAVE_QM9PACK = importlib.util.find_spec("qm9pack") is not None
@@ -85,7 +83,7 @@ H2O = [1.8511, 6.31, -7.967494, 1.869422, 19.0002, 0.581643, -9.240361, -9.27883
 def write_fake_tree(folder: Path, rows: list[dict[str, str]]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     header = list(rows[0])
-    for k, name in enumerate(qm9_module.DATA_FILES):
+    for k, name in enumerate(qm9_data.DATA_FILES):
         with (folder / name).open("w", newline="") as fh:
             writer = csv.DictWriter(fh, header, quoting=csv.QUOTE_MINIMAL)
             writer.writeheader()
@@ -98,7 +96,7 @@ def write_fake_tree(folder: Path, rows: list[dict[str, str]]) -> Path:
 
 
 def test_missing_extra_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(qm9_module.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(qm9_data.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(MissingExtraError, match=r'pip install -e "\.\[qm9\]"'):
         qm9_data_dir()
     with pytest.raises(ImportError, match="qm9pack"):
@@ -133,14 +131,14 @@ def test_table_cache_and_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     def boom(_: Path) -> QM9Table:
         raise AssertionError("the CSV was read again")
 
-    monkeypatch.setattr(qm9_module, "read_table", boom)
+    monkeypatch.setattr(qm9_data, "read_table", boom)
     again = load_table(data, cache)  # a hit: no parsing
     np.testing.assert_array_equal(first.targets, again.targets)
     np.testing.assert_array_equal(first.coords, again.coords)
     key = table_key(data)
     (data / "qm9_part1.csv").write_text((data / "qm9_part1.csv").read_text() + "\n")
     assert table_key(data) != key  # edited inputs invalidate
-    monkeypatch.setattr(qm9_module, "TABLE_VERSION", 99)
+    monkeypatch.setattr(qm9_data, "TABLE_VERSION", 99)
     assert table_key(data) != key
 
 
@@ -163,7 +161,7 @@ def test_featurize_by_hand(tmp_path: Path) -> None:
     rbf = water[34:].reshape(15, 16)
     assert rbf.sum() == pytest.approx(
         np.exp(
-            -((dist[np.triu_indices(3, 1)][:, None] - qm9_module.RBF_CENTERS) ** 2) / 0.125
+            -((dist[np.triu_indices(3, 1)][:, None] - qm9_descriptors.RBF_CENTERS) ** 2) / 0.125
         ).sum(),
         rel=1e-5,
     )
@@ -279,14 +277,14 @@ def test_metrics_are_mae_in_original_units(bench: QM9) -> None:
 def test_feature_cache_hit_and_invalidation(
     bench: QM9, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_featurize = qm9_module.featurize
+    real_featurize = qm9_descriptors.featurize
     calls: list[int] = []
 
     def counting(*args: Any, **kwargs: Any) -> np.ndarray:
         calls.append(1)
         return real_featurize(*args, **kwargs)
 
-    monkeypatch.setattr(qm9_module, "featurize", counting)
+    monkeypatch.setattr(qm9_descriptors, "featurize", counting)
     again = QM9(subset=500, cache_dir=str(cache_dir))
     assert again.cache_hit and not calls
     for split in ("train", "val", "test"):
@@ -296,7 +294,7 @@ def test_feature_cache_hit_and_invalidation(
     assert not other_seed.cache_hit and len(calls) == 1
     no_rbf = QM9(subset=500, rbf=False, cache_dir=str(cache_dir))
     assert not no_rbf.cache_hit and no_rbf.split("train").inputs.shape == (400, 34)
-    monkeypatch.setattr(qm9_module, "FEATURE_VERSION", qm9_module.FEATURE_VERSION + 1)
+    monkeypatch.setattr(qm9_descriptors, "FEATURE_VERSION", qm9_descriptors.FEATURE_VERSION + 1)
     bumped = QM9(subset=500, cache_dir=str(cache_dir))
     assert not bumped.cache_hit and len(calls) == 3
     torch.testing.assert_close(bumped.split("test").inputs, bench.split("test").inputs)

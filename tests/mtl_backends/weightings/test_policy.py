@@ -23,14 +23,6 @@ TRAIN = TrainConfig(steps=60, base_window=(5, 10), batch_size=40)
 BENCH = {"n_train": 400, "n_val": 100, "n_test": 100, "seed": 3}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def trainer(weighting, seed: int = 11, features: FeatureSpec | None = None) -> MTLTrainer:
     return MTLTrainer(
         make_benchmark("synthetic", **BENCH),
