@@ -3,14 +3,14 @@
 A checkpoint is one folder, written whole into a temporary folder and renamed into place, then
 published by atomically replacing the pointer file ``RUN/checkpoint.json``::
 
-    RUN/checkpoint.json                {"dir": "checkpoint-000080", "timesteps": 80}
-    RUN/checkpoint-000080/model.zip    the SB3 model (optimizer state, num_timesteps, ...)
-    RUN/checkpoint-000080/replay_buffer.pkl   off-policy algorithms only
-    RUN/checkpoint-000080/vecnormalize.pkl    when the env is under VecNormalize
-    RUN/checkpoint-000080/state.json   timesteps, instance state of every sub-env, episodes,
-                                       wall time used, best held-out return, references
-    RUN/checkpoint-000080/rng.pkl      numpy, torch and Python ``random`` states of the main process
-    RUN/checkpoint.zip                 hard link to the latest model.zip (the pre-resume layout)
+    RUN/checkpoint.json                   {"dir": "checkpoint-000000080", "timesteps": 80}
+    RUN/checkpoint-000000080/model.zip    the SB3 model (optimizer state, num_timesteps, ...)
+    RUN/checkpoint-000000080/replay_buffer.pkl   off-policy algorithms only
+    RUN/checkpoint-000000080/vecnormalize.pkl    when the env is under VecNormalize
+    RUN/checkpoint-000000080/state.json   timesteps, instance state of every sub-env, episodes,
+                                          wall time used, best held-out return, references
+    RUN/checkpoint-000000080/rng.pkl      numpy, torch and Python ``random`` states
+    RUN/checkpoint.zip                    hard link to the latest model.zip (the pre-resume layout)
 
 A crash (even SIGKILL) at any moment leaves the pointer on a complete checkpoint: the folder is
 renamed into place only once complete, and the pointer is replaced (``os.replace``) only after.

@@ -236,4 +236,26 @@ def load_env_config(config: EnvConfig | Mapping[str, Any] | str | Path | None = 
     return from_dict(EnvConfig, data, where)
 
 
-__all__ = ["PRESETS", "EnvConfig", "held_out_config", "load_env_config", "merge_config"]
+def resolve_env_config(
+    config: EnvConfig | Mapping[str, Any] | str | Path | None, overrides: Mapping[str, Any]
+) -> EnvConfig:
+    """``load_env_config(config)`` with ``overrides`` (``gymnasium.make``'s keywords) merged in."""
+    if not overrides:
+        return load_env_config(config)
+    if isinstance(config, EnvConfig):
+        data: dict[str, Any] = config.to_dict()
+    elif isinstance(config, str | Path):
+        data = dict(load_yaml(config) or {})
+    else:
+        data = dict(config or {})
+    return load_env_config(merge_config(data, overrides))
+
+
+__all__ = [
+    "PRESETS",
+    "EnvConfig",
+    "held_out_config",
+    "load_env_config",
+    "merge_config",
+    "resolve_env_config",
+]

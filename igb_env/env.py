@@ -17,12 +17,12 @@ import gymnasium as gym
 import numpy as np
 
 from igb_env.actions import action_space
-from igb_env.config import EnvConfig, load_env_config, merge_config
+from igb_env.config import EnvConfig, load_env_config, resolve_env_config
 from igb_env.episode import Episode, HeldActionWeighting
-from igb_env.instances import BenchmarkCache, InstanceSampler, check_instance_set
+from igb_env.instances import BenchmarkCache, InstanceSampler, check_instance_set, jsonable
 from igb_env.observations import observation_space
 from igb_env.rollouts import Rollout, rollout_baseline
-from mtl_backends.config import MethodSpec, load_yaml
+from mtl_backends.config import MethodSpec
 from mtl_backends.features import FeatureSpec, FeatureTable
 from mtl_backends.policy.action_maps import check_action
 from mtl_backends.policy.format import build_sidecar
@@ -125,7 +125,7 @@ class IGBEnv(gym.Env[np.ndarray, np.ndarray]):
         render_mode: str | None = None,
         **overrides: Any,
     ) -> None:
-        self.config = _resolve(config, overrides)
+        self.config = resolve_env_config(config, overrides)
         self.render_mode = render_mode
         self._benchmarks = BenchmarkCache(self.config.benchmark, variation=self.config.variation)
         self._sampler = InstanceSampler(self.config.train_instances, self.config.instance_order)
@@ -239,7 +239,7 @@ class IGBEnv(gym.Env[np.ndarray, np.ndarray]):
         """
         return {
             "sampler": self._sampler.state_dict(),
-            "np_random": _jsonable(self.np_random.bit_generator.state),
+            "np_random": jsonable(self.np_random.bit_generator.state),
         }
 
     def set_instance_state(self, state: Mapping[str, Any]) -> None:
@@ -292,28 +292,6 @@ class IGBEnv(gym.Env[np.ndarray, np.ndarray]):
             env_config=self.config.to_dict(),
             **extra,
         )
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
-def _resolve(
-    config: EnvConfig | Mapping[str, Any] | str | Path | None, overrides: Mapping[str, Any]
-) -> EnvConfig:
-    if not overrides:
-        return load_env_config(config)
-    if isinstance(config, EnvConfig):
-        data: dict[str, Any] = config.to_dict()
-    elif isinstance(config, str | Path):
-        data = dict(load_yaml(config) or {})
-    else:
-        data = dict(config or {})
-    return load_env_config(merge_config(data, overrides))
 
 
 def _render_doc(doc: str | None, spec: FeatureSpec) -> str:

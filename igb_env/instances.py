@@ -251,11 +251,21 @@ def check_instance_set(
             )
 
 
+def jsonable(value: Any) -> Any:
+    """A generator state (nested dicts with numpy integers) as plain JSON values."""
+    if isinstance(value, Mapping):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
 __all__ = [
     "INSTANCE_ORDERS",
     "BenchmarkCache",
     "InstanceSampler",
     "InstanceSet",
     "check_instance_set",
+    "jsonable",
     "overlap",
 ]

@@ -72,11 +72,16 @@ def train_and_evaluate(
         record: Keep per-step losses and weights.
 
     Raises:
-        ConfigError: An unknown selection rule.
+        ConfigError: An unknown selection rule, or ``best_val`` without validation references.
     """
     if selection not in SELECTIONS:
         raise ConfigError(
             f"unknown selection {selection!r}; valid choices: {', '.join(SELECTIONS)}"
+        )
+    if selection == "best_val" and (trainer.reference is None or "val" not in trainer.reference):
+        raise ConfigError(
+            "selection 'best_val' chooses by validation Δm, which needs the STL references of the "
+            "run (trainer.reference with a 'val' split); use 'final' or attach references"
         )
     evals: list[tuple[EvalResult, EvalResult]] = []
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -34,8 +34,32 @@ from mtl_backends.updates import Parameters, StepInputs, make_update_rule
 from mtl_backends.weightings.base import LossWeighting, StepContext
 
 
-def _seeds(seed: int, n: int) -> list[int]:
-    return [int(s) for s in np.random.SeedSequence(seed).generate_state(n)]
+class TrainerSeeds(NamedTuple):
+    """The independent streams a run's seed is split into (``SeedSequence(seed)``)."""
+
+    init: int
+    data: int
+    weighting: int
+    balancer: int
+    torch: int
+
+
+def trainer_seeds(seed: int) -> TrainerSeeds:
+    """The model-initialisation, batch-order, weighting, balancer and torch seeds of ``seed``.
+
+    ``MTLTrainer`` and the stacked trainer (``mtl_backends.stacked``) split a run's seed the same
+    way, so one seed is the same run in both.
+    """
+    return TrainerSeeds(*(int(s) for s in np.random.SeedSequence(seed).generate_state(5)))
+
+
+def lr_factor(config: TrainConfig, step: int) -> float:
+    """The learning-rate multiplier of step ``step`` under ``config.lr_schedule``."""
+    if config.lr_schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, config.steps) / config.steps))
+    if config.lr_schedule == "step":
+        return float(config.lr_gamma ** (step // config.lr_step_size))
+    return 1.0
 
 
 class MTLTrainer:
@@ -82,7 +106,7 @@ class MTLTrainer:
         self.reference = reference
         self.device = torch.device(self.config.device)
         self.n_tasks = benchmark.n_tasks
-        s_init, s_data, s_weighting, s_balancer, s_torch = _seeds(seed, 5)
+        s_init, s_data, s_weighting, s_balancer, s_torch = trainer_seeds(seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(s_init)
             self.model = benchmark.build_model().to(self.device)
@@ -144,12 +168,7 @@ class MTLTrainer:
         return torch.optim.Adam(groups, lr=c.lr, weight_decay=c.weight_decay)
 
     def _lr_factor(self, step: int) -> float:
-        c = self.config
-        if c.lr_schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * min(step, c.steps) / c.steps))
-        if c.lr_schedule == "step":
-            return float(c.lr_gamma ** (step // c.lr_step_size))
-        return 1.0
+        return lr_factor(self.config, step)
 
     # -- properties -----------------------------------------------------------------------------
     @property

@@ -209,7 +209,9 @@ class ExperimentConfig:
 
 
 _BENCHMARK_FIELDS = ("name", "label", "train", "selection", "eval_every", "instances", "variation")
-_WEIGHTING_FIELDS = ("name", "label")
+# ``flat_rho`` is a balancer setting; weightings accept the key only to refuse a value other than
+# null (``validate_experiment``), so that ``to_dict`` of a config loads back.
+_WEIGHTING_FIELDS = ("name", "label", "flat_rho")
 _BALANCER_FIELDS = ("name", "label", "flat_rho")
 
 

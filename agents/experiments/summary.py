@@ -63,8 +63,9 @@ def summary_table(
             d = paired([dm[s] - theirs[s] for s in common])
             text = f"{d.mean:+.2f}"
             if intervals:
-                text += f" ± {d.std:.2f} [{d.low:+.2f}, {d.high:+.2f}]"
-            cells.append(f"{text} ({d.wins}/{n})")
+                spread = "(n<2)" if d.n < 2 else f"± {d.std:.2f} [{d.low:+.2f}, {d.high:+.2f}]"
+                text += f" {spread}"
+            cells.append(f"{text} ({d.wins}/{d.n})")
         wall = float(np.mean(list(r.values("train_wall_time_s").values())))
         cells.append(f"{wall / ew_time:.2f}")
         lines.append("| " + " | ".join(cells) + " |")

@@ -232,9 +232,11 @@ class Synthetic(Benchmark):
         losses = []
         for t, out in enumerate(outputs):
             y, mask = targets[:, t, :-1], targets[:, t, -1]
-            if not bool(mask.any()):
-                mask = torch.zeros_like(mask)
-                mask[0] = 1.0
+            # A batch without a labelled row falls back to its first row; torch.where instead of
+            # an `if` keeps the loss free of data-dependent Python control flow, so it can be
+            # vmapped over stacked runs (mtl_backends.stacked).
+            first = (torch.arange(mask.shape[0], device=mask.device) == 0).to(mask.dtype)
+            mask = torch.where(mask.sum() > 0, mask, first)
             per_row = ((out - y) ** 2).mean(dim=1)
             losses.append((per_row * mask).sum() / mask.sum())
         return torch.stack(losses)

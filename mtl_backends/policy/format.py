@@ -130,9 +130,13 @@ def validate_sidecar(sidecar: Mapping[str, Any], where: str) -> None:
     missing = [k for k in (*REQUIRED_KEYS, "network") if k not in sidecar]
     if missing:
         raise ValueError(f"{where}: sidecar lacks key(s) {', '.join(missing)}")
-    amap = sidecar["action_map"]
-    action_map = get_action_map(str(amap["mode"]), int(amap["version"]))(float(amap["tau"]))
-    spec = FeatureSpec(**sidecar["features"]["spec"])
+    try:
+        amap = sidecar["action_map"]
+        action_map = get_action_map(str(amap["mode"]), int(amap["version"]))(float(amap["tau"]))
+        spec = FeatureSpec(**sidecar["features"]["spec"])
+    except (KeyError, TypeError, ValueError) as err:
+        detail = f"missing entry {err}" if isinstance(err, KeyError) else str(err)
+        raise ValueError(f"{where}: malformed action_map or features.spec: {detail}") from None
     table = FeatureTable(spec)
     if list(sidecar["features"]["table"]) != [f.describe() for f in table.rows]:
         raise ValueError(

@@ -54,13 +54,6 @@ def test_round_trip_through_plain_dict() -> None:
     assert from_dict(RunConfig, to_dict(cfg)) == cfg
 
 
-def test_every_shipped_train_config_loads() -> None:
-    paths = sorted((ROOT / "configs" / "train").glob("*.yaml"))
-    assert paths
-    for path in paths:
-        assert isinstance(load_config(RunConfig, path), RunConfig)
-
-
 def test_missing_config_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"nope\.yaml"):
         load_config(RunConfig, tmp_path / "nope.yaml")

@@ -1,13 +1,18 @@
+"""``GapTracker``: base losses, gaps, snapshots at the decision points, and its state."""
+
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mtl_backends.features import FeatureSpec, FeatureTable
-from mtl_backends.gaps import GapTracker
+from mtl_backends.gaps import GapTracker, is_decision_step, second_epoch_window
 
 
 def _feed(tracker: GapTracker, rows: list[list[float]], lr: float = 1.0) -> None:
@@ -89,3 +94,54 @@ def test_state_round_trip() -> None:
     a.update(torch.tensor([0.1, 0.1]), 5, 1.0)
     b.update(torch.tensor([0.1, 0.1]), 5, 1.0)
     np.testing.assert_array_equal(a.features(), b.features())
+
+
+def test_decision_steps_by_hand() -> None:
+    decisions = [s for s in range(40) if is_decision_step(s, base_end=10, every=7)]
+    assert decisions == [10, 17, 24, 31, 38]
+    assert [s for s in range(5) if is_decision_step(s, 0, 1)] == [0, 1, 2, 3, 4]
+    assert not is_decision_step(9, 10, 1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(base_end=st.integers(0, 50), every=st.integers(1, 30), extra=st.integers(1, 200))
+def test_one_decision_per_env_step(base_end: int, every: int, extra: int) -> None:
+    """Steps ``[base_end, steps)`` hold ``ceil((steps - base_end) / K)`` decisions: the env's
+    episode length."""
+    steps = base_end + extra
+    decisions = [s for s in range(steps) if is_decision_step(s, base_end, every)]
+    assert len(decisions) == math.ceil((steps - base_end) / every)
+    assert decisions[0] == base_end
+    assert all(b - a == every for a, b in itertools.pairwise(decisions))
+
+
+@pytest.mark.parametrize(("per_epoch", "window"), [(1, (1, 2)), (10, (10, 20)), (37, (37, 74))])
+def test_second_epoch_window(per_epoch: int, window: tuple[int, int]) -> None:
+    assert second_epoch_window(per_epoch) == window
+
+
+@pytest.mark.parametrize(("base_end", "stride", "history"), [(3, 1, 2), (4, 3, 1), (2, 5, 0)])
+def test_tracker_snapshots_exactly_at_decision_points(
+    base_end: int, stride: int, history: int
+) -> None:
+    tracker = GapTracker(
+        2, (1, base_end), spec=FeatureSpec(history=history, stride=stride, ema=0.0)
+    )
+    snapshots = 0
+    for step in range(30):
+        before = [h.clone() for h in tracker.history]
+        loss = 1.0 / (step + 1)
+        tracker.update(torch.tensor([loss, 2 * loss]), step, 1.0)
+        if is_decision_step(step, base_end, stride):
+            snapshots += 1
+            assert torch.equal(tracker.history[-1], tracker.log_gap())
+            # The ring keeps the current snapshot and `history` older ones.
+            assert len(tracker.history) == min(snapshots, history + 1)
+            assert len(tracker.past_log_gaps()) == len(tracker.history) - 1
+        else:
+            assert len(tracker.history) == len(before)
+            assert all(torch.equal(a, b) for a, b in zip(tracker.history, before, strict=True))
+            past = tracker.past_log_gaps()
+            assert len(past) == len(tracker.history)
+            assert all(torch.equal(a, b) for a, b in zip(past, tracker.history, strict=True))
+    assert snapshots == math.ceil((30 - base_end) / stride)
