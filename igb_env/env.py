@@ -19,7 +19,13 @@ import numpy as np
 from igb_env.actions import action_space
 from igb_env.config import EnvConfig, load_env_config, resolve_env_config
 from igb_env.episode import Episode, HeldActionWeighting
-from igb_env.instances import BenchmarkCache, InstanceSampler, check_instance_set, jsonable
+from igb_env.instances import (
+    BenchmarkCache,
+    InstanceSampler,
+    check_instance_set,
+    jsonable,
+    reset_options,
+)
 from igb_env.observations import observation_space
 from igb_env.rollouts import Rollout, rollout_baseline
 from mtl_backends.config import MethodSpec
@@ -152,13 +158,7 @@ class IGBEnv(gym.Env[np.ndarray, np.ndarray]):
         super().reset(seed=seed)
         if seed is not None:
             self._sampler.reseed(self.np_random)
-        options = dict(options or {})
-        unknown = [k for k in options if k != "instance"]
-        if unknown:
-            raise ValueError(
-                f"unknown reset option(s) {', '.join(map(repr, unknown))}; "
-                "valid options: 'instance'"
-            )
+        options = reset_options(options, ("instance",))
         instance = options.get("instance")
         if instance is None:
             instance = self._sampler.next(self.np_random)

@@ -251,6 +251,22 @@ def check_instance_set(
             )
 
 
+def reset_options(options: Mapping[str, Any] | None, valid: tuple[str, ...]) -> dict[str, Any]:
+    """``reset(options=...)`` as a dict, refusing keys other than ``valid``.
+
+    Raises:
+        ValueError: An unknown option, naming the valid ones.
+    """
+    out = dict(options or {})
+    unknown = [k for k in out if k not in valid]
+    if unknown:
+        raise ValueError(
+            f"unknown reset option(s) {', '.join(map(repr, unknown))}; "
+            f"valid options: {', '.join(map(repr, valid))}"
+        )
+    return out
+
+
 def jsonable(value: Any) -> Any:
     """A generator state (nested dicts with numpy integers) as plain JSON values."""
     if isinstance(value, Mapping):
@@ -268,4 +284,5 @@ __all__ = [
     "check_instance_set",
     "jsonable",
     "overlap",
+    "reset_options",
 ]

@@ -9,6 +9,7 @@ import torch
 
 from mtl_backends.benchmarks import Synthetic
 from mtl_backends.config import TrainConfig
+from tests._tiny import TINY_SYNTHETIC
 
 torch.set_num_threads(1)
 
@@ -26,9 +27,7 @@ def _one_thread() -> Iterator[None]:
 @pytest.fixture
 def tiny_benchmark() -> Synthetic:
     """A 3-task synthetic problem small enough for sub-second runs."""
-    return Synthetic(
-        n_tasks=3, n_train=200, n_val=50, n_test=50, input_dim=20, output_dim=5, hidden=(16, 16)
-    )
+    return Synthetic(n_tasks=3, **TINY_SYNTHETIC)
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from mtl_backends.benchmarks import BENCHMARKS
 from mtl_backends.config import MethodSpec, RunConfig, load_config
 from mtl_backends.registry import valid_arguments
 from mtl_backends.weightings import LOSS_WEIGHTINGS
+from tests._tiny import TINY_SYNTHETIC
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -131,3 +132,9 @@ def test_quickstart_sizes_load() -> None:
         load_env_config(dict(size.env))
         assert size.time_budget_s > 0 and size.total_timesteps > 0, name
         assert size.held_out and size.workers >= 1, name
+
+
+def test_the_tests_tiny_synthetic_is_the_smoke_preset() -> None:
+    """One definition of the smallest problem: the tests' constant is the preset's benchmark."""
+    benchmark = load_env_config({"preset": "smoke"}).benchmark
+    assert benchmark.name == "synthetic" and dict(benchmark.kwargs) == TINY_SYNTHETIC

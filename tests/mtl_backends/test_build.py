@@ -15,15 +15,9 @@ from mtl_backends.features import FeatureSpec
 from mtl_backends.registry import ConfigError
 from mtl_backends.trainer import MTLTrainer
 from mtl_backends.weightings import LOSS_WEIGHTINGS, make_weighting
+from tests._tiny import TINY_SYNTHETIC
 
-BENCH: dict[str, Any] = {
-    "n_train": 200,
-    "n_val": 50,
-    "n_test": 50,
-    "input_dim": 20,
-    "output_dim": 5,
-    "hidden": [16, 16],
-}
+BENCH: dict[str, Any] = TINY_SYNTHETIC
 TRAIN = TrainConfig(steps=12, batch_size=20, base_window=(2, 4))
 
 

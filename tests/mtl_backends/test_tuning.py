@@ -17,19 +17,9 @@ from mtl_backends.trainer import MTLTrainer
 from mtl_backends.tuning import static_candidates, tune_static_weights
 from mtl_backends.weightings import make_weighting
 from mtl_backends.weightings.tuned_static import TunedStatic
+from tests._tiny import TINY_SYNTHETIC
 
-BENCH = MethodSpec(
-    "synthetic",
-    {
-        "n_tasks": 3,
-        "n_train": 200,
-        "n_val": 50,
-        "n_test": 50,
-        "input_dim": 20,
-        "output_dim": 5,
-        "hidden": [16, 16],
-    },
-)
+BENCH = MethodSpec("synthetic", {"n_tasks": 3, **TINY_SYNTHETIC})
 TRAIN = TrainConfig(steps=20, batch_size=20, base_window=(4, 8))
 
 

@@ -12,17 +12,13 @@ from typing import Any
 
 from agents.experiments.config import ExperimentConfig, experiment_from_dict
 from agents.experiments.grid import GridPlan, plan_grid
+from tests._tiny import TINY_SYNTHETIC
 
 BENCH: dict[str, Any] = {
     "name": "synthetic",
     "label": "syn",
     "n_tasks": 2,
-    "n_train": 200,
-    "n_val": 50,
-    "n_test": 50,
-    "input_dim": 20,
-    "output_dim": 5,
-    "hidden": [16, 16],
+    **TINY_SYNTHETIC,
     "train": {"steps": 30, "batch_size": 20, "lr": 0.01, "base_window": [5, 10]},
 }
 

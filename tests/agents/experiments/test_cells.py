@@ -24,18 +24,12 @@ from agents.experiments.config import BenchmarkEntry, MethodEntry
 from agents.experiments.grid import CELL_FORMAT_VERSION, Cell, plan_grid
 from mtl_backends.config import TrainConfig
 from mtl_backends.registry import ConfigError
+from tests._tiny import TINY_SYNTHETIC
 from tests.agents.experiments import _records
 
 BENCH = BenchmarkEntry(
     "synthetic",
-    {
-        "n_train": 200,
-        "n_val": 50,
-        "n_test": 50,
-        "input_dim": 20,
-        "output_dim": 5,
-        "hidden": [16, 16],
-    },
+    TINY_SYNTHETIC,
     TrainConfig(steps=30, batch_size=20, lr=0.01, base_window=(5, 10)),
     label="tiny",
 )
