@@ -26,7 +26,7 @@ CONTRIB_ALGORITHMS: dict[str, str] = {"tqc": "TQC"}
 ALGORITHM_NAMES: tuple[str, ...] = (*ALGORITHMS, *CONTRIB_ALGORITHMS)
 # Off-policy algorithms keep a replay buffer (saved in checkpoints) and have no log_std_init.
 OFF_POLICY: tuple[str, ...] = ("sac", "td3", "tqc")
-VEC_ENVS: tuple[str, ...] = ("dummy", "subproc")
+VEC_ENVS: tuple[str, ...] = ("dummy", "subproc", "batched")
 
 
 def get_algorithm(name: str) -> type[BaseAlgorithm]:
@@ -88,7 +88,9 @@ class AgentConfig:
             of the two limits comes first. Wall-clock stopping depends on the machine, so the
             timesteps actually done are recorded in ``training.json``.
         n_envs: Number of parallel envs.
-        vec_env: ``dummy`` (one process) or ``subproc`` (one process per env).
+        vec_env: ``dummy`` (one process), ``subproc`` (one process per env) or ``batched`` (all
+            envs' MTL runs trained together in one process by ``igb_env.vector.BatchedIGBEnv``;
+            several times more env steps per CPU-second; ``sum`` balancer only).
         seed: Seed of the agent (torch, numpy) and, through ``SeedSequence``, of the sub-envs.
         env: Env configuration passed to ``igb_env.make_env`` (see ``igb_env.EnvConfig``; a
             ``preset`` key names one of ``igb_env.config.PRESETS``); empty: the env defaults.

@@ -1,14 +1,21 @@
-"""Vectorised envs of agent training: sub-envs seeded by ``SeedSequence``, one thread each.
+"""Vectorised envs of agent training: sub-envs seeded by ``SeedSequence``.
 
-``make_vec_env`` gives ``n_envs`` copies of the env in a ``DummyVecEnv`` or ``SubprocVecEnv``,
-seeded from ``numpy.random.SeedSequence(seed).spawn(n_envs)`` (SB3's own ``seed + i`` would make
-neighbouring runs share sub-env seeds, SB3 issue #2268), under ``VecMonitor``.
+``make_vec_env`` gives ``n_envs`` sub-envs, seeded from ``numpy.random.SeedSequence(seed).spawn(
+n_envs)`` (SB3's own ``seed + i`` would make neighbouring runs share sub-env seeds, SB3 issue
+#2268), under ``VecMonitor``:
+
+* ``dummy``: copies of ``IGBEnv`` in this process (``DummyVecEnv``);
+* ``subproc``: one copy per worker process (``SubprocVecEnv``, one torch thread each);
+* ``batched``: one ``igb_env.vector.BatchedIGBEnv`` training all sub-envs' MTL runs together in
+  this process, behind ``BatchedVecEnv``, SB3's ``VecEnv`` interface (same-step autoreset, the
+  terminal observation in ``info["terminal_observation"]``).
 """
 
 from __future__ import annotations
 
 import functools
 import multiprocessing
+from collections.abc import Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -21,10 +28,11 @@ from stable_baselines3.common.vec_env import (
     VecEnvWrapper,
     VecMonitor,
 )
-from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvStepReturn
 
 from agents.config import AgentConfig
 from igb_env import make_env
+from igb_env.vector import BatchedIGBEnv
 
 
 def spawn_seeds(seed: int, n: int) -> list[int]:
@@ -58,6 +66,88 @@ class SeedSequenceVecEnv(VecEnvWrapper):
         return self.venv.step_wait()
 
 
+class BatchedVecEnv(VecEnv):
+    """SB3's ``VecEnv`` over a ``BatchedIGBEnv`` (all sub-envs trained in one stacked trainer).
+
+    Sub-env ``i`` is seeded, walks its instances and reports its infos as the ``i``-th ``IGBEnv``
+    of a ``DummyVecEnv`` with the same seeds would (its MTL run equals that env's to float
+    rounding). ``env_method`` offers the sub-envs' ``get_instance_state`` and
+    ``set_instance_state``; ``get_attr`` their shared attributes (``task_names``, ``n_tasks``,
+    ``config``, ...).
+
+    Args:
+        env_config: The env configuration (``igb_env.config.EnvConfig`` fields).
+        n_envs: Number of sub-envs.
+        adam: The stacked trainer's Adam implementation.
+    """
+
+    def __init__(self, env_config: Mapping[str, Any], n_envs: int, adam: str = "fused") -> None:
+        self.env = BatchedIGBEnv(
+            n_envs,
+            dict(env_config),
+            autoreset_mode="same_step",
+            adam=adam,  # type: ignore[arg-type]
+        )
+        self.render_mode = None
+        super().__init__(n_envs, self.env.single_observation_space, self.env.single_action_space)
+        self._actions: np.ndarray | None = None
+
+    def reset(self) -> np.ndarray:
+        """Start every sub-env (with the seeds of ``seed()`` when set since the last reset)."""
+        seeds = None if all(s is None for s in self._seeds) else [int(s or 0) for s in self._seeds]
+        obs, infos = self.env.reset(seed=seeds)
+        self.reset_infos = self._split(infos)
+        self._reset_seeds()
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Remember the actions of the next ``step_wait``."""
+        self._actions = np.asarray(actions)
+
+    def step_wait(self) -> VecEnvStepReturn:
+        """Step every sub-env; a finished episode restarts in the same step (SB3's convention)."""
+        assert self._actions is not None, "step_async() first"
+        obs, rewards, terminated, truncated, infos = self.env.step(self._actions)
+        self._actions = None
+        dones = terminated | truncated
+        split = self._split(infos)
+        for i in np.flatnonzero(dones):
+            split[i]["terminal_observation"] = infos["final_obs"][i]
+            split[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+        return obs, rewards.astype(np.float32), dones, split
+
+    def _split(self, infos: Mapping[str, Any]) -> list[dict[str, Any]]:
+        keys = [k for k in infos if not k.startswith("_") and k not in ("final_obs", "final_info")]
+        return [{k: infos[k][i] for k in keys} for i in range(self.num_envs)]
+
+    def close(self) -> None:
+        """Release the stacked trainer."""
+        self.env.close()
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        """An attribute the sub-envs share (one value per index)."""
+        return [getattr(self.env, attr_name) for _ in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        """Not supported: the sub-envs share one configuration."""
+        raise AttributeError(f"cannot set {attr_name!r}: the batched sub-envs share their settings")
+
+    def env_method(
+        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **kwargs: Any
+    ) -> list[Any]:
+        """Call a per-sub-env method (``get_instance_state``, ``set_instance_state``)."""
+        method = getattr(self.env, method_name)
+        return [method(i, *method_args, **kwargs) for i in self._get_indices(indices)]
+
+    def env_is_wrapped(
+        self,
+        wrapper_class: type[gym.Wrapper],
+        indices: VecEnvIndices = None,
+    ) -> list[bool]:
+        """No sub-env is wrapped."""
+        return [False for _ in self._get_indices(indices)]
+
+
 def make_worker_env(env_config: dict[str, Any]) -> gym.Env[np.ndarray, np.ndarray]:
     """The env of one worker (a module-level, picklable factory), with one torch thread.
 
@@ -85,16 +175,21 @@ def make_vec_env(config: AgentConfig) -> VecEnv:
     The sub-env seeds are applied when SB3 seeds the model (``seed=config.seed``) or when
     ``venv.seed(seed)`` is called.
     """
-    fns = [functools.partial(make_worker_env, dict(config.env)) for _ in range(config.n_envs)]
-    if config.vec_env == "subproc":
-        preload_workers()
-    venv: VecEnv = SubprocVecEnv(fns) if config.vec_env == "subproc" else DummyVecEnv(fns)  # type: ignore[arg-type]
+    venv: VecEnv
+    if config.vec_env == "batched":
+        venv = BatchedVecEnv(dict(config.env), config.n_envs)
+    else:
+        fns = [functools.partial(make_worker_env, dict(config.env)) for _ in range(config.n_envs)]
+        if config.vec_env == "subproc":
+            preload_workers()
+        venv = SubprocVecEnv(fns) if config.vec_env == "subproc" else DummyVecEnv(fns)  # type: ignore[arg-type]
     venv = SeedSequenceVecEnv(venv)
     venv.seed(config.seed)
     return VecMonitor(venv)
 
 
 __all__ = [
+    "BatchedVecEnv",
     "SeedSequenceVecEnv",
     "make_vec_env",
     "make_worker_env",

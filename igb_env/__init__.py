@@ -7,6 +7,8 @@
 
     env = gym.make("igb_env/IGB-v0", preset="tiny")
     env = igb_env.make_env({"preset": "tiny", "steps_per_action": 10})
+    envs = gym.make_vec("igb_env/IGB-v0", num_envs=16, vectorization_mode="vector_entry_point",
+                        config={"preset": "tiny"})  # N runs trained together (igb_env.vector)
 
 This package imports gymnasium but never stable_baselines3.
 """
@@ -38,7 +40,12 @@ def make_env(config: Mapping[str, Any] | None = None) -> IGBEnv:
 
 
 if ENV_ID not in gym.registry:
-    gym.register(id=ENV_ID, entry_point="igb_env.env:IGBEnv", nondeterministic=False)
+    gym.register(
+        id=ENV_ID,
+        entry_point="igb_env.env:IGBEnv",
+        vector_entry_point="igb_env.vector:BatchedIGBEnv",
+        nondeterministic=False,
+    )
 
 __all__ = [
     "ENV_ID",

@@ -192,7 +192,7 @@ def _load_presets() -> dict[str, dict[str, Any]]:
 
 
 PRESETS: dict[str, dict[str, Any]] = _load_presets()
-"""Named env settings (``igb_env/presets.yaml``): ``default``, ``tiny``, ``smoke``."""
+"""Named env settings (``igb_env/presets.yaml``): ``default``, ``tiny``, ``smoke``, ``small``."""
 
 
 def merge_config(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

@@ -79,17 +79,22 @@ class GapTracker:
         Raises:
             ValueError: Wrong shape or a non-finite loss.
         """
-        losses = losses.detach().to("cpu", torch.float64).reshape(-1)
-        if losses.shape != (self.n_tasks,):
-            raise ValueError(f"expected {self.n_tasks} losses, got shape {tuple(losses.shape)}")
-        if not bool(torch.isfinite(losses).all()):
-            raise ValueError(f"non-finite loss at step {step}: {losses.tolist()}")
+        # The per-step arithmetic runs on numpy views of the float64 tensors: the same IEEE
+        # operations (bit for bit), without torch's per-op dispatch, which dominated a batched
+        # env's step (N trackers per trainer step).
+        values = losses.detach().to("cpu", torch.float64).reshape(-1)
+        row = values.numpy()
+        if row.shape != (self.n_tasks,):
+            raise ValueError(f"expected {self.n_tasks} losses, got shape {tuple(row.shape)}")
+        if not np.isfinite(row).all():
+            raise ValueError(f"non-finite loss at step {step}: {row.tolist()}")
         if self.lr0 is None:
             self.lr0 = float(lr)
-        self.step, self.lr, self.losses = int(step), float(lr), losses
+        self.step, self.lr, self.losses = int(step), float(lr), values
         start, end = self.base_window
         if self.base_losses is None and start <= step < end:
-            self._base_sum += losses
+            base_sum = self._base_sum.numpy()
+            base_sum += row
             self._base_count += 1
         # The base exists from the first step after the window: the window's last step is still
         # trained as a base step (weights 1), as in the IGB paper (L_base is set after the epoch).
@@ -97,13 +102,16 @@ class GapTracker:
             self._set_base(self._base_sum / self._base_count)
         if self.base_losses is None:
             return
-        gaps = (losses - self.lower_bounds) / (self.base_losses - self.lower_bounds)
-        self.gaps = gaps
+        lower = self.lower_bounds.numpy()
+        gaps = (row - lower) / (self.base_losses.numpy() - lower)
+        self.gaps = torch.from_numpy(gaps)
         ema = self.spec.ema
         if self.smoothed_gaps is None:
-            self.smoothed_gaps = gaps.clone()
+            self.smoothed_gaps = torch.from_numpy(gaps.copy())
         else:
-            self.smoothed_gaps = ema * self.smoothed_gaps + (1.0 - ema) * gaps
+            self.smoothed_gaps = torch.from_numpy(
+                ema * self.smoothed_gaps.numpy() + (1.0 - ema) * gaps
+            )
         if self._is_snapshot_step(step):
             self.history.append(self.log_gap())
             del self.history[: -(self.spec.history + 1)]

@@ -9,6 +9,8 @@ repeats interleaved (``agents.experiments.timing``), and reports the median over
   registered balancer (with EW's weighting, or SI's where the balancer needs the log transform) and
   its flat variant ``f-<name>`` (Phan et al., ``ρ = 2``).
 * ``ew_step_ms``: ``"T=<n>" ->`` the EW step time (ms) the ratios divide by.
+* ``batched_env_steps_per_second``, ``batched_env_speedup``,
+  ``agent_batched16_env_steps_per_second``: the batched env (``agents.experiments.perf_batched``).
 * ``env_step_overhead``, ``val_reward_overhead``, ``policy_weighting_overhead``,
   ``igbv1_weighting_overhead``, ``agent_env_steps_per_second``, ``agent_subproc2_speedup``:
   the RL path's costs (``agent_overheads``); the overheads are medians of back-to-back ratios
@@ -25,6 +27,7 @@ from typing import Any
 import torch
 
 from agents.experiments.perf_agent import AGENT_KEYS, OVERHEAD_QUARTILES, agent_overheads
+from agents.experiments.perf_batched import BATCHED_KEYS, batched_env_rates
 from agents.experiments.timing import interleaved_medians, num_threads
 from mtl_backends.balancers import GRADIENT_BALANCERS, make_balancer
 from mtl_backends.benchmarks import Synthetic
@@ -166,6 +169,7 @@ def run_perf(
         "balancer_cost_vs_ew": ratios,
         "ew_step_ms": ew_ms,
         **agent_overheads(n_threads, repeats, tiny),
+        **batched_env_rates(n_threads, repeats, tiny),
     }
 
 
@@ -196,6 +200,16 @@ def format_table(result: dict[str, Any]) -> str:
             spread = quartiles.get(key)
             note = f"   (quartiles {spread[0]:.3f}-{spread[1]:.3f})" if spread else ""
             lines.append(f"  {key:<28s}{result[key]:10.3f}{note}")
+    if "batched_env_steps_per_second" in result:
+        lines += ["", "batched env (env steps per second; speedup: N = 16, 2 threads / 2 workers)"]
+        for preset, row in result["batched_env_steps_per_second"].items():
+            rates = "  ".join(f"{k}: {v:7.1f}" for k, v in row.items())
+            speedup = result["batched_env_speedup"][preset]
+            lines.append(f"  {preset:<10s} {rates}   speedup {speedup:5.2f}")
+        lines.append(
+            "  agent_batched16_env_steps_per_second"
+            f"{result['agent_batched16_env_steps_per_second']:10.1f}"
+        )
     return "\n".join(lines)
 
 
@@ -210,4 +224,4 @@ def all_finite(obj: Any) -> bool:
     return True
 
 
-__all__ = ["AGENT_KEYS", "all_finite", "format_table", "run_perf"]
+__all__ = ["AGENT_KEYS", "BATCHED_KEYS", "all_finite", "format_table", "run_perf"]

@@ -156,7 +156,7 @@ def agent_overheads(threads: int, repeats: int, tiny: bool) -> dict[str, Any]:
         rates: dict[int, list[float]] = {1: [], 2: []}
         for _ in range(1 if tiny else max(1, min(repeats, 3))):
             for n_envs in rates:
-                rates[n_envs].append(_agent_steps_per_second(tiny, n_envs=n_envs))
+                rates[n_envs].append(agent_steps_per_second(tiny, n_envs=n_envs))
         one, two = (float(np.median(rates[n])) for n in (1, 2))
         out["agent_env_steps_per_second"] = one
         out["agent_subproc2_speedup"] = two / one
@@ -173,11 +173,12 @@ def _env_stepper(env: Any) -> Callable[[], None]:
     return run
 
 
-def _agent_steps_per_second(tiny: bool, n_envs: int = 1) -> float:
+def agent_steps_per_second(tiny: bool, n_envs: int = 1, vec_env: str | None = None) -> float:
     """Env steps per second of SB3 PPO learning (rollouts, resets and updates).
 
     ``n_envs > 1`` runs the envs in worker processes (``SubprocVecEnv``, started before the clock
-    starts) with the same total rollout size, so the two rates compare the same learning.
+    starts) unless ``vec_env`` says otherwise (``batched``: one stacked process), with the same
+    total rollout size, so the rates compare the same learning.
     """
     # The default design's PPO (144-step rollouts = 4 episodes of 36 actions, minibatch 64,
     # 10 epochs; ``AgentConfig``'s defaults) over two rollouts, so that resets and updates weigh as
@@ -196,7 +197,7 @@ def _agent_steps_per_second(tiny: bool, n_envs: int = 1) -> float:
         env={"preset": "tiny"} if tiny else {},
         hyperparameters=hyperparameters,
         n_envs=n_envs,
-        vec_env="subproc" if n_envs > 1 else "dummy",
+        vec_env=vec_env or ("subproc" if n_envs > 1 else "dummy"),
     )
     venv = make_vec_env(config)
     model = build_model(config, venv, tensorboard_log=None)
@@ -207,4 +208,4 @@ def _agent_steps_per_second(tiny: bool, n_envs: int = 1) -> float:
     return float(rate)
 
 
-__all__ = ["AGENT_KEYS", "OVERHEAD_QUARTILES", "agent_overheads"]
+__all__ = ["AGENT_KEYS", "OVERHEAD_QUARTILES", "agent_overheads", "agent_steps_per_second"]

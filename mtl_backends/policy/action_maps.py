@@ -26,7 +26,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -36,6 +37,30 @@ from mtl_backends.gaps import GapTracker
 from mtl_backends.simplex import scaled_softmax
 
 ActionLike = Tensor | np.ndarray | Sequence[float]
+
+
+class GapState(Protocol):
+    """What a map reads of the run's state: the current gaps (``[T]``, or ``[N, T]`` rows)."""
+
+    @property
+    def gaps(self) -> Tensor | None:
+        """Raw gaps of the current batch (``None`` before the base window ends)."""
+
+    @property
+    def n_tasks(self) -> int:
+        """Number of tasks ``T``."""
+
+
+@dataclass(frozen=True)
+class StackedGaps:
+    """The gaps of N runs at once (``[N, T]``): a map then weights every row in one call.
+
+    The batched env (``igb_env.batched``) maps the held actions of all its runs this way; each
+    row's weights equal the single-run result bit for bit.
+    """
+
+    gaps: Tensor
+    n_tasks: int
 
 
 def check_action(action: ActionLike, size: int) -> Tensor:
@@ -88,12 +113,14 @@ class ActionMap(ABC):
         return self.tau * action.clamp(-1.0, 1.0)
 
     @abstractmethod
-    def weights(self, prepared: Tensor | None, tracker: GapTracker) -> Tensor:
+    def weights(self, prepared: Tensor | None, tracker: GapState) -> Tensor:
         """Weights ``[T]`` (float32, sum ``T``) once the base losses exist.
 
         Args:
-            prepared: ``prepare(action)``, or ``None`` before the first decision (``a = 0``).
-            tracker: The run's gap tracker, after the current batch was absorbed.
+            prepared: ``prepare(action)``, or ``None`` before the first decision (``a = 0``);
+                ``[N, A]`` with ``StackedGaps``.
+            tracker: The run's gap tracker, after the current batch was absorbed, or
+                ``StackedGaps`` of N runs (weights ``[N, T]``).
         """
 
     def __repr__(self) -> str:
@@ -107,7 +134,7 @@ class AbsoluteMap(ActionMap):
     version = 1
     formula = "w = T * softmax(tau * a)"
 
-    def weights(self, prepared: Tensor | None, tracker: GapTracker) -> Tensor:
+    def weights(self, prepared: Tensor | None, tracker: GapState) -> Tensor:
         """``T · softmax(τ a)``."""
         if prepared is None:
             prepared = torch.zeros(tracker.n_tasks, dtype=torch.float64)
@@ -121,7 +148,7 @@ class ResidualMap(ActionMap):
     version = 1
     formula = "w = T * softmax(g + tau * a), g = (L - L*) / (L_base - L*)"
 
-    def weights(self, prepared: Tensor | None, tracker: GapTracker) -> Tensor:
+    def weights(self, prepared: Tensor | None, tracker: GapState) -> Tensor:
         """``T · softmax(g + τ a)`` with the current batch's raw gaps ``g``."""
         if tracker.gaps is None:
             raise ValueError(
@@ -129,7 +156,7 @@ class ResidualMap(ActionMap):
                 "base window"
             )
         if prepared is None:
-            prepared = torch.zeros(tracker.n_tasks, dtype=torch.float64)
+            prepared = torch.zeros_like(tracker.gaps, dtype=torch.float64)
         # The same ops and dtype as IGBv1 (float64 softmax, then float32), so a = 0 matches it.
         return scaled_softmax(tracker.gaps.detach().to("cpu", torch.float64) + prepared).to(
             torch.float32
@@ -194,6 +221,11 @@ class HeldAction:
         """The held action as given (validated, float64, not clipped), or ``None``."""
         return self._action
 
+    @property
+    def prepared(self) -> Tensor | None:
+        """``map.prepare(action)`` of the held action, or ``None`` (``a = 0``)."""
+        return self._prepared
+
     def hold(self, action: ActionLike | None, n_tasks: int) -> None:
         """Hold ``action`` (``None``: release it, i.e. ``a = 0``).
 
@@ -240,8 +272,10 @@ __all__ = [
     "ACTION_MAPS",
     "AbsoluteMap",
     "ActionMap",
+    "GapState",
     "HeldAction",
     "ResidualMap",
+    "StackedGaps",
     "action_to_weights",
     "check_action",
     "get_action_map",

@@ -7,7 +7,11 @@ stacked. Each run equals the ``MTLTrainer`` run of the same seed to float roundi
 
 from mtl_backends.stacked.adam import AdamImpl, SlotAdam
 from mtl_backends.stacked.models import build_model, check_stackable
-from mtl_backends.stacked.trainer import StackedStepResult, StackedTrainer
+from mtl_backends.stacked.trainer import (
+    StackedStepResult,
+    StackedTrainer,
+    check_stackable_config,
+)
 
 __all__ = [
     "AdamImpl",
@@ -16,4 +20,5 @@ __all__ = [
     "StackedTrainer",
     "build_model",
     "check_stackable",
+    "check_stackable_config",
 ]

@@ -47,13 +47,22 @@ LossesFn = Callable[[list[Tensor], Tensor], Tensor]
 TRANSFORMS: tuple[str, ...] = ("identity", "log")
 
 
-def _check_config(config: TrainConfig, reference: TrainConfig) -> None:
+def check_stackable_config(config: TrainConfig) -> None:
+    """Refuse training settings the stacked trainer does not implement.
+
+    Raises:
+        ValueError: Another optimizer than Adam, gradient clipping or the flat update.
+    """
     if config.optimizer != "adam":
         raise ValueError(f"StackedTrainer supports optimizer 'adam' only, got {config.optimizer!r}")
     if config.grad_clip is not None:
         raise ValueError("StackedTrainer does not support grad_clip")
     if config.flat_rho is not None:
         raise ValueError("StackedTrainer does not support flat_rho")
+
+
+def _check_config(config: TrainConfig, reference: TrainConfig) -> None:
+    check_stackable_config(config)
     for key in ("batch_size", "device"):
         if getattr(config, key) != getattr(reference, key):
             raise ValueError(
@@ -404,11 +413,13 @@ class StackedTrainer:
         }
 
     # -- the two phases -------------------------------------------------------------------------
-    def _next_batch(self, active: np.ndarray) -> tuple[Tensor, Tensor]:
+    def _next_batch(self, active: np.ndarray, draw: bool = True) -> tuple[Tensor, Tensor]:
         n, bs = self.n_slots, self.batch_size
         pos = (self._steps % self.steps_per_epoch) * bs
-        # A slot that does not step this time keeps its batch order untouched.
-        for i in np.flatnonzero(((pos == 0) | ~self._has_perm) & active):
+        # A slot that does not step this time keeps its batch order untouched; ``draw=False``
+        # gathers the batch of a restored pending step, whose order was drawn before saving.
+        redraw = ((pos == 0) | ~self._has_perm) & active if draw else ~self._has_perm & active
+        for i in np.flatnonzero(redraw):
             perm = torch.randperm(self.n_train, generator=self._generators[i])
             self._perm[i].copy_(perm)
             self._has_perm[i] = True
@@ -562,17 +573,15 @@ class StackedTrainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume bit for bit.
 
-        Parameters, Adam state, step counts, divergence flags, batch orders, data generators and
-        each slot's seed, config and benchmark (registry name and ``config()``).
-
-        Raises:
-            RuntimeError: Called between ``forward()`` and ``apply()``.
+        Parameters, Adam state, step counts, divergence flags, batch orders, data generators,
+        each slot's seed, config and benchmark (registry name and ``config()``), and, between
+        ``forward()`` and ``apply()``, which slots' batch is pending (``load_state_dict``
+        recomputes its losses from the restored parameters: bit for bit the same).
         """
-        if self._pending is not None:
-            raise RuntimeError(
-                "state_dict() between forward() and apply() is not resumable; call apply() first"
-            )
         return {
+            "pending": None
+            if self._pending is None
+            else torch.from_numpy(self._pending_active.copy()),
             "transform": self.transform,
             "params": {name: p.detach().clone() for name, p in self._params.items()},
             "adam": self.adam.state_dict(),
@@ -633,6 +642,14 @@ class StackedTrainer:
         self._has_perm[:] = state["has_perm"].numpy()
         for g, saved_g in zip(self._generators, state["data_generators"], strict=True):
             g.set_state(saved_g)
+        pending = state.get("pending")
+        if pending is not None:
+            mask = pending.numpy().astype(bool)
+            x, y = self._next_batch(mask, draw=False)
+            with torch.enable_grad():
+                self._pending = self._batched_losses(self._params, x, y)
+            self._dead |= ~torch.isfinite(self._pending.detach()).all(dim=1).numpy() & mask
+            self._pending_active = mask
 
 
-__all__ = ["LossesFn", "StackedStepResult", "StackedTrainer"]
+__all__ = ["LossesFn", "StackedStepResult", "StackedTrainer", "check_stackable_config"]

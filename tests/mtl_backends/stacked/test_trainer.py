@@ -225,12 +225,30 @@ def test_two_phase_protocol() -> None:
     with pytest.raises(RuntimeError):
         a.forward()
     with pytest.raises(RuntimeError):
-        a.state_dict()
-    with pytest.raises(RuntimeError):
         a.reset_slot(0, small(5), 5)
     result = a.apply(torch.ones(2, 3))
     assert torch.equal(result.losses, losses)
     assert result.step.tolist() == [0, 0]
+
+
+def test_a_state_saved_between_forward_and_apply_resumes_the_pending_step() -> None:
+    """The pending batch is part of the state: its losses are recomputed, bit for bit."""
+    w = random_weights(12, 2)
+    full = StackedTrainer([small(s) for s in SEEDS[:2]], SEEDS[:2], CONFIG, "log")
+    for step in range(12):
+        full.step(w[step])
+    part = StackedTrainer([small(s) for s in SEEDS[:2]], SEEDS[:2], CONFIG, "log")
+    for step in range(9):  # step 9 starts the second epoch (300 rows / 30): a new batch order
+        part.step(w[step])
+    pending = part.forward()
+    state = part.state_dict()
+    resumed = StackedTrainer([small(s) for s in SEEDS[:2]], SEEDS[:2], CONFIG, "log")
+    resumed.load_state_dict(state)
+    assert torch.equal(resumed.apply(w[9]).losses, pending)
+    for step in range(10, 12):
+        resumed.step(w[step])
+    for name, p in full._params.items():
+        assert torch.equal(p, resumed._params[name]), name
 
 
 @pytest.mark.parametrize("adam", ["fused", "foreach"])

@@ -1,0 +1,221 @@
+"""``BatchedIGBEnv``: N sub-envs trained together equal N ``IGBEnv``s; autoreset; resume."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from igb_env import make_env
+from igb_env.env import IGBEnv
+from igb_env.vector import BatchedIGBEnv
+from mtl_backends.registry import ConfigError
+
+# 60-step runs, a 10-step base window, K = 10: 5 env steps per episode; T = 3.
+SMOKE: dict[str, Any] = {"preset": "smoke"}
+# The same with drawn task scales, noise floors and label fractions (masked targets).
+VARIED: dict[str, Any] = {"preset": "smoke", "variation": True}
+INSTANCES = [1000, 1001, 1002, 1003]
+# Rewards are differences of log validation losses (about 1e-2): the stacked trainer's float
+# rounding (~1e-7 relative on losses) moves them by up to ~1e-6 absolute.
+REWARD_ATOL = 2e-6
+
+
+def _actions(steps: int, n: int, dim: int = 3, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1.0, 1.0, (steps, n, dim)).astype(np.float32)
+
+
+def _singles(config: dict[str, Any], instances: list[int]) -> tuple[list[IGBEnv], np.ndarray]:
+    envs = [make_env(config) for _ in instances]
+    obs = np.stack(
+        [e.reset(options={"instance": i})[0] for e, i in zip(envs, instances, strict=True)]
+    )
+    return envs, obs
+
+
+@pytest.mark.parametrize("config", [SMOKE, VARIED], ids=["smoke", "varied"])
+def test_equals_separate_envs_on_the_same_instances(config: dict[str, Any]) -> None:
+    batched = BatchedIGBEnv(len(INSTANCES), config, adam="foreach")
+    obs, info = batched.reset(options={"instances": INSTANCES})
+    singles, single_obs = _singles(config, INSTANCES)
+    np.testing.assert_allclose(obs, single_obs, rtol=1e-5, atol=1e-6)
+    assert list(info["instance"]) == INSTANCES
+    returns_b, returns_s = np.zeros(len(INSTANCES)), np.zeros(len(INSTANCES))
+    for t, actions in enumerate(_actions(5, len(INSTANCES))):
+        obs, rewards, terminated, truncated, info = batched.step(actions)
+        for i, env in enumerate(singles):
+            o, r, term, trunc, inf = env.step(actions[i])
+            if t < 3:
+                np.testing.assert_allclose(obs[i], o, rtol=1e-5, atol=1e-6)
+                assert rewards[i] == pytest.approx(r, rel=1e-5, abs=REWARD_ATOL)
+                np.testing.assert_allclose(info["weights"][i], inf["weights"], rtol=1e-5)
+                np.testing.assert_allclose(info["val_losses"][i], inf["val_losses"], rtol=1e-5)
+            assert bool(terminated[i]) == term and not truncated[i] and not trunc
+            assert info["train_step"][i] == inf["train_step"]
+            returns_b[i] += rewards[i]
+            returns_s[i] += r
+    assert terminated.all()
+    np.testing.assert_allclose(returns_b, returns_s, rtol=0.01)
+
+
+def test_make_vec_builds_it_from_the_registry() -> None:
+    envs = gym.make_vec(
+        "igb_env/IGB-v0", num_envs=3, vectorization_mode="vector_entry_point", config=SMOKE
+    )
+    assert isinstance(envs, BatchedIGBEnv) and envs.num_envs == 3
+    assert envs.single_observation_space == make_env(SMOKE).observation_space
+    single = envs.single_observation_space.shape
+    assert single is not None and envs.observation_space.shape == (3, single[0])
+    assert envs.action_space.shape == (3, 3)
+    assert envs.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
+
+
+def test_same_seed_same_instances_as_separate_seeded_envs() -> None:
+    """Sub-env i with seed child i draws the instances of an IGBEnv reset with that child."""
+    batched = BatchedIGBEnv(3, SMOKE)
+    children = [int(c.generate_state(1)[0]) for c in np.random.SeedSequence(7).spawn(3)]
+    _, info = batched.reset(seed=children)
+    singles = [make_env(SMOKE) for _ in children]
+    for i, (env, seed) in enumerate(zip(singles, children, strict=True)):
+        _, single_info = env.reset(seed=seed)
+        assert info["instance"][i] == single_info["instance"]
+    again = BatchedIGBEnv(3, SMOKE)
+    _, info2 = again.reset(seed=children)
+    assert list(info2["instance"]) == list(info["instance"])
+
+
+def _run_to_end(env: BatchedIGBEnv, actions: np.ndarray) -> list[tuple[Any, ...]]:
+    return [env.step(a) for a in actions]
+
+
+def test_next_step_autoreset_order() -> None:
+    """The step after an episode ends resets the sub-env: action ignored, reward 0, new obs."""
+    env = BatchedIGBEnv(2, SMOKE, adam="foreach")
+    env.reset(seed=3)
+    steps = _run_to_end(env, _actions(5, 2))
+    last_obs, _, terminated, _, last_info = steps[-1]
+    assert terminated.all()
+    finished = list(last_info["instance"])
+    obs, rewards, terminated, truncated, info = env.step(_actions(1, 2, seed=9)[0])
+    assert (rewards == 0.0).all() and not terminated.any() and not truncated.any()
+    assert list(info["instance"]) != finished
+    # The observation is the first one of the new episode on the new instance.
+    for i, instance in enumerate(info["instance"]):
+        fresh, _ = make_env(SMOKE).reset(options={"instance": int(instance)})
+        np.testing.assert_allclose(obs[i], fresh, rtol=1e-5, atol=1e-6)
+    assert not np.array_equal(obs, last_obs)
+
+
+def test_same_step_autoreset_returns_the_final_observation() -> None:
+    env = BatchedIGBEnv(2, SMOKE, autoreset_mode="same_step", adam="foreach")
+    env.reset(options={"instances": [1000, 1001]})
+    singles, _ = _singles(SMOKE, [1000, 1001])
+    actions = _actions(5, 2)
+    for t, a in enumerate(actions):
+        obs, rewards, terminated, _, info = env.step(a)
+        single = [s.step(a[i]) for i, s in enumerate(singles)]
+        if t < 4:
+            assert "final_obs" not in info
+            continue
+        assert terminated.all() and info["_final_obs"].all()
+        for i in range(2):
+            np.testing.assert_allclose(info["final_obs"][i], single[i][0], rtol=1e-5, atol=1e-6)
+            assert info["final_info"]["instance"][i] == [1000, 1001][i]
+            assert rewards[i] == pytest.approx(single[i][1], rel=1e-5, abs=REWARD_ATOL)
+        # ... and the returned observation is already the next episode's first one.
+        assert list(info["instance"]) != [1000, 1001]
+        assert not np.allclose(obs, np.stack(info["final_obs"]))
+
+
+def _poison(env: BatchedIGBEnv, slot: int) -> None:
+    """Make slot ``slot``'s parameters NaN (through a saved state), as in a diverged run."""
+    state = env.state_dict()
+    for p in state["engine"]["trainer"]["params"].values():
+        p[slot] = float("nan")
+    env.load_state_dict(state)
+
+
+def test_a_diverging_sub_env_ends_alone() -> None:
+    actions = _actions(5, 3)
+    env = BatchedIGBEnv(3, SMOKE, adam="foreach")
+    clean = BatchedIGBEnv(3, SMOKE, adam="foreach")
+    for e in (env, clean):
+        e.reset(options={"instances": [1000, 1001, 1002]})
+    first = env.step(actions[0]), clean.step(actions[0])
+    np.testing.assert_array_equal(first[0][0], first[1][0])
+    _poison(env, 1)
+    obs, rewards, terminated, _, info = env.step(actions[1])
+    ref_obs, ref_rewards, _, _, _ = clean.step(actions[1])
+    assert terminated.tolist() == [False, True, False]
+    assert info["diverged"].tolist() == [False, True, False]
+    assert rewards[1] == env.config.divergence_penalty
+    np.testing.assert_array_equal(obs[1], first[0][0][1])  # the last observation is kept
+    for i in (0, 2):  # the others are bit for bit the undisturbed run
+        np.testing.assert_array_equal(obs[i], ref_obs[i])
+        assert rewards[i] == ref_rewards[i]
+    # next step: the diverged sub-env starts a new instance; the others go on unchanged.
+    obs, rewards, terminated, _, info = env.step(actions[2])
+    ref_obs, ref_rewards, _, _, _ = clean.step(actions[2])
+    assert rewards[1] == 0.0 and not terminated[1] and info["instance"][1] != 1001
+    for i in (0, 2):
+        np.testing.assert_array_equal(obs[i], ref_obs[i])
+        assert rewards[i] == ref_rewards[i]
+
+
+def test_bad_actions_are_refused_before_anything_changes() -> None:
+    env = BatchedIGBEnv(2, SMOKE)
+    obs0, _ = env.reset(options={"instances": [1000, 1001]})
+    state = copy.deepcopy(env.state_dict())
+    bad = np.zeros((2, 3), dtype=np.float32)
+    bad[1, 2] = np.nan
+    for actions in (bad, np.zeros((2, 2)), np.zeros((3, 3))):
+        with pytest.raises(ValueError, match="action"):
+            env.step(actions)
+    after = env.state_dict()
+    assert torch.equal(
+        after["engine"]["trainer"]["step_count"], state["engine"]["trainer"]["step_count"]
+    )
+    obs, *_ = env.step(np.zeros((2, 3), dtype=np.float32))
+    assert obs.shape == obs0.shape
+
+
+def test_state_dict_resumes_bit_for_bit() -> None:
+    actions = _actions(8, 2)
+    full = BatchedIGBEnv(2, SMOKE)
+    full.reset(seed=5)
+    expected = _run_to_end(full, actions)
+    first = BatchedIGBEnv(2, SMOKE)
+    first.reset(seed=5)
+    _run_to_end(first, actions[:3])
+    state = copy.deepcopy(first.state_dict())
+    resumed = BatchedIGBEnv(2, SMOKE)
+    resumed.load_state_dict(state)
+    got = _run_to_end(resumed, actions[3:])
+    for (o1, r1, t1, _, i1), (o2, r2, t2, _, i2) in zip(expected[3:], got, strict=True):
+        np.testing.assert_array_equal(o1, o2)
+        np.testing.assert_array_equal(r1, r2)
+        np.testing.assert_array_equal(t1, t2)
+        np.testing.assert_array_equal(i1["instance"], i2["instance"])
+
+
+def test_balancers_that_need_per_task_gradients_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"'db_mtl' needs per-task gradients.*vec_env: subproc"):
+        BatchedIGBEnv(2, {**SMOKE, "balancer": "db_mtl"})
+    with pytest.raises(ConfigError, match="adam"):
+        BatchedIGBEnv(2, {**SMOKE, "train": {"optimizer": "sgd"}})
+    with pytest.raises(ValueError, match="autoreset_mode"):
+        BatchedIGBEnv(2, SMOKE, autoreset_mode="whenever")
+
+
+def test_reset_options_are_checked() -> None:
+    env = BatchedIGBEnv(2, SMOKE)
+    with pytest.raises(ValueError, match="valid options: 'instances'"):
+        env.reset(options={"instance": 3})
+    with pytest.raises(ValueError, match="needs 2 seeds"):
+        env.reset(options={"instances": [1, 2, 3]})
+    with pytest.raises(RuntimeError, match="reset"):
+        BatchedIGBEnv(2, SMOKE).step(np.zeros((2, 3)))
