@@ -38,7 +38,14 @@ from torch.func import functional_call, stack_module_state, vmap
 from mtl_backends.benchmarks import Benchmark, make_benchmark
 from mtl_backends.config import TrainConfig
 from mtl_backends.stacked.adam import AdamImpl, SlotAdam
-from mtl_backends.stacked.models import build_model, check_stackable, dense_order, signature
+from mtl_backends.stacked.models import (
+    BatchedForward,
+    build_model,
+    check_stackable,
+    dense_order,
+    mlp_forward,
+    signature,
+)
 from mtl_backends.trainer import lr_factor, trainer_seeds
 
 LossesFn = Callable[[list[Tensor], Tensor], Tensor]
@@ -199,15 +206,27 @@ class StackedTrainer:
         self._pending: Tensor | None = None
         self._pending_active = np.ones(n, dtype=bool)
 
-        def slot_losses(params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
-            return self._losses_fn(list(functional_call(self._skeleton, params, (x,))), y)
-
-        def slot_outputs(params: dict[str, Tensor], x: Tensor) -> list[Tensor]:
-            return list(functional_call(self._skeleton, params, (x,)))
-
-        self._batched_losses = vmap(slot_losses)
-        self._batched_outputs = vmap(slot_outputs)
         self._batched_losses_of_outputs = vmap(self._losses_fn)
+        fast = mlp_forward(models[0])
+        if fast is not None:
+            mlp: BatchedForward = fast
+
+            def batched_losses(params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+                losses: Tensor = self._batched_losses_of_outputs(mlp(params, x), y)
+                return losses
+
+            self._batched_losses = batched_losses
+            self._batched_outputs = mlp
+        else:
+
+            def slot_losses(params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+                return self._losses_fn(list(functional_call(self._skeleton, params, (x,))), y)
+
+            def slot_outputs(params: dict[str, Tensor], x: Tensor) -> list[Tensor]:
+                return list(functional_call(self._skeleton, params, (x,)))
+
+            self._batched_losses = vmap(slot_losses)
+            self._batched_outputs = vmap(slot_outputs)
 
         for i, (b, s, c, m) in enumerate(zip(benchmarks, seeds, config_list, models, strict=True)):
             self._install(i, b, int(s), c, m, copy_params=False)

@@ -440,3 +440,29 @@ def test_log_transform_refuses_loss_below_lower_bound() -> None:
         a.forward()
     b = StackedTrainer(benchmarks, SEEDS[:2], CONFIG, "identity")  # no bound needed
     assert b.step(torch.ones(2, 3)).losses.shape == (2, 3)
+
+
+def test_the_mlp_fast_path_equals_the_torch_func_route(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Synthetic's MLP stacks through baddbmm; forcing torch.func gives the same run to rounding.
+
+    The first forward is bit for bit the same; the gradients' kernels sum in other orders.
+    """
+    import mtl_backends.stacked.trainer as stacked_trainer
+    from mtl_backends.stacked.models import mlp_forward
+
+    assert mlp_forward(small(1).build_model()) is not None
+    fast = StackedTrainer([small(s) for s in SEEDS], SEEDS, CONFIG, "log")
+    monkeypatch.setattr(stacked_trainer, "mlp_forward", lambda model: None)
+    slow = StackedTrainer([small(s) for s in SEEDS], SEEDS, CONFIG, "log")
+    assert torch.equal(fast.forward(), slow.forward())
+    for step, w in enumerate(random_weights(6, len(SEEDS))):
+        if step:
+            fast.forward()
+            slow.forward()
+        a, b = fast.apply(w).losses, slow.apply(w).losses
+        assert loss_deviation(a, b) <= 1e-6
+    torch.testing.assert_close(
+        fast.validation_losses(20), slow.validation_losses(20), rtol=1e-6, atol=0
+    )
+    for name, p in fast._params.items():
+        torch.testing.assert_close(p, slow._params[name], rtol=1e-5, atol=1e-7)
