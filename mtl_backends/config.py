@@ -158,7 +158,13 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _convert(inner[0], value, where)
+        errors = []
+        for member in inner:  # the first member that accepts the value
+            try:
+                return _convert(member, value, where)
+            except ConfigError as err:
+                errors.append(err)
+        raise errors[0]
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where}: expected a list, got {value!r}")

@@ -95,11 +95,14 @@ class Benchmark(ABC):
         return {}
 
     @classmethod
-    def sample_variation(cls, rng: np.random.Generator, **fixed: Any) -> dict[str, Any]:
+    def sample_variation(
+        cls, rng: np.random.Generator, family: str = "default", **fixed: Any
+    ) -> dict[str, Any]:
         """Draw constructor arguments of one seeded problem variation (for instance sets).
 
         Args:
             rng: Source of all draws; the same generator state gives the same arguments.
+            family: Which distribution of variations (``default``; benchmarks may offer more).
             **fixed: Arguments to set rather than draw (e.g. ``n_tasks``).
 
         Returns:

@@ -18,7 +18,9 @@ from mtl_backends.config import MethodSpec
 from mtl_backends.registry import valid_arguments
 
 
-def instance_seeded(benchmark: type[Benchmark] | None, spec: MethodSpec, variation: bool) -> bool:
+def instance_seeded(
+    benchmark: type[Benchmark] | None, spec: MethodSpec, variation: bool | str
+) -> bool:
     """Whether the instance seed changes the benchmark's arguments.
 
     True with ``variation``, or when the benchmark takes a ``seed`` that ``spec`` does not fix.
@@ -31,13 +33,14 @@ def instance_seeded(benchmark: type[Benchmark] | None, spec: MethodSpec, variati
 
 
 def instance_kwargs(
-    benchmark: type[Benchmark], spec: MethodSpec, instance: int, variation: bool
+    benchmark: type[Benchmark], spec: MethodSpec, instance: int, variation: bool | str
 ) -> dict[str, Any]:
     """Constructor arguments of ``instance`` of ``spec``.
 
     With ``variation`` the arguments are drawn by ``benchmark.sample_variation`` from a generator
-    seeded by the instance (the arguments in ``spec`` stay fixed); otherwise the instance becomes
-    the data ``seed`` when the benchmark takes one and ``spec`` does not fix it.
+    seeded by the instance (the arguments in ``spec`` stay fixed; a string names the family of
+    variations, ``True`` is ``default``); otherwise the instance becomes the data ``seed`` when
+    the benchmark takes one and ``spec`` does not fix it.
 
     Raises:
         NotImplementedError: ``variation`` for a benchmark that defines no variations.
@@ -45,7 +48,8 @@ def instance_kwargs(
     kwargs = dict(spec.kwargs)
     if variation:
         rng = np.random.default_rng(np.random.SeedSequence(int(instance)))
-        return benchmark.sample_variation(rng, **kwargs)
+        family = variation if isinstance(variation, str) else "default"
+        return benchmark.sample_variation(rng, family=family, **kwargs)
     if instance_seeded(benchmark, spec, variation):
         kwargs["seed"] = int(instance)
     return kwargs

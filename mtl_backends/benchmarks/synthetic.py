@@ -1,6 +1,7 @@
-"""GradNorm-style synthetic multi-task regression with a seeded sampler of problem variations.
+"""GradNorm-style synthetic multi-task problems with seeded samplers of problem variations.
 
-Task scales, label-noise floors, per-task label fractions and task relatedness are controllable.
+Task scales, label-noise floors, per-task label fractions, task relatedness and task kinds
+(regression or classification) are controllable.
 """
 
 from __future__ import annotations
@@ -69,7 +70,31 @@ class Synthetic(Benchmark):
         relatedness: Shared fraction of the generator variance in ``[0, 1]``; ``None`` keeps
             GradNorm's ``B + E_t`` with ``task_noise_std``.
         fractions: Fraction of training rows labelled per task, each in ``(0, 1]``; ``None``: all.
+        kinds: Per task ``regression`` (MSE on ``σ_t tanh(x W_tᵀ)``, the GradNorm task) or
+            ``classification`` (cross-entropy: the class is the argmax over the ``output_dim``
+            outputs of ``σ_t tanh(x W_tᵀ) + noise``, so the label noise is ``noise_t / σ_t``;
+            the head's outputs are logits, the metric is accuracy); ``None``: all regression.
+
+    Target layout. Regression only: ``[N, T, output_dim]``; with ``fractions`` a label-mask
+    channel follows (``[N, T, output_dim + 1]``). With ``kinds`` (typed layout) the targets are
+    ``[N, T, output_dim + 2]``: the values (a one-hot class for classification), the label mask
+    (all ones without ``fractions``) and a kind flag (1 for classification). The losses read the
+    kind from the data, so instances with different kinds share one losses function (and stack:
+    ``mtl_backends.stacked``).
     """
+
+    KINDS: ClassVar[tuple[str, ...]] = ("regression", "classification")
+
+    WIDE_RANGES: ClassVar[dict[str, tuple[float, float]]] = {
+        "scales": (1.0, 1000.0),
+        "noise": (0.0, 0.3),
+        "fractions": (0.1, 1.0),
+        "relatedness": (0.0, 1.0),
+        "classification": (0.3, 0.3),
+    }
+    """Ranges of ``sample_variation(..., family="wide")``: scales log-uniform over three decades,
+    noise floors as a multiple of the scale, fractions and relatedness uniform, and the
+    probability that a task is a classification."""
 
     VARIATION_RANGES: ClassVar[dict[str, tuple[float, float]]] = {
         "scales": (1.0, 100.0),
@@ -95,6 +120,7 @@ class Synthetic(Benchmark):
         hidden: Sequence[int] = (100, 100),
         relatedness: float | None = None,
         fractions: Sequence[float] | None = None,
+        kinds: Sequence[str] | None = None,
     ) -> None:
         if n_tasks < 1:
             raise ValueError(f"n_tasks must be >= 1, got {n_tasks}")
@@ -112,14 +138,27 @@ class Synthetic(Benchmark):
             raise ValueError(f"noise must be non-negative, got {noise_t}")
         if fractions_t is not None and any(not 0.0 < f <= 1.0 for f in fractions_t):
             raise ValueError(f"fractions must lie in (0, 1], got {fractions_t}")
+        kinds_t = None if kinds is None else tuple(str(k) for k in kinds)
+        if kinds_t is not None:
+            if len(kinds_t) != n_tasks:
+                raise ValueError(f"kinds has {len(kinds_t)} entries but n_tasks is {n_tasks}")
+            unknown = sorted(set(kinds_t) - set(self.KINDS))
+            if unknown:
+                raise ValueError(
+                    f"unknown task kind(s) {unknown}; valid choices: {', '.join(self.KINDS)}"
+                )
         if relatedness is not None and not 0.0 <= relatedness <= 1.0:
             raise ValueError(f"relatedness must lie in [0, 1], got {relatedness}")
         if task_noise_std < 0:
             raise ValueError(f"task_noise_std must be non-negative, got {task_noise_std}")
         self.name = "synthetic"
         self.task_names = tuple(f"t{i + 1}" for i in range(n_tasks))
+        self.kinds = kinds_t if kinds_t is not None else ("regression",) * n_tasks
         self.metric_specs = tuple(
-            MetricSpec(f"{t}_mse", i, higher_is_better=False) for i, t in enumerate(self.task_names)
+            MetricSpec(f"{t}_acc", i, higher_is_better=True)
+            if kind == "classification"
+            else MetricSpec(f"{t}_mse", i, higher_is_better=False)
+            for i, (t, kind) in enumerate(zip(self.task_names, self.kinds, strict=True))
         )
         self.lower_bounds = torch.zeros(n_tasks)
         self._kwargs: dict[str, Any] = {
@@ -137,22 +176,28 @@ class Synthetic(Benchmark):
             "relatedness": None if relatedness is None else float(relatedness),
             "fractions": None if fractions_t is None else list(fractions_t),
         }
+        if kinds_t is not None:
+            self._kwargs["kinds"] = list(kinds_t)
         self._input_dim = input_dim
         self._output_dim = output_dim
         self._hidden = tuple(hidden)
         self._masked = fractions_t is not None
+        self._typed = kinds_t is not None
         if relatedness is None:
             shared_std, specific_std = SHARED_STD, float(task_noise_std)
         else:
             total = SHARED_STD**2 + float(task_noise_std) ** 2
             shared_std = math.sqrt(relatedness * total)
             specific_std = math.sqrt((1.0 - relatedness) * total)
+        self._kinds_arg = kinds_t
         rng = np.random.default_rng(seed)
         self._splits = self._generate(
             rng, scales_t, noise_t, shared_std, specific_std, (n_train, n_val, n_test)
         )
         if fractions_t is not None:
             self._add_masks(rng, fractions_t)
+        if kinds_t is not None:
+            self._add_kinds(n_tasks if fractions_t is None else None)
 
     @property
     def relatedness(self) -> float:
@@ -183,6 +228,8 @@ class Synthetic(Benchmark):
                 y = scales[t] * np.tanh(x @ (shared + specific[t]).T)
                 if noise[t] > 0:
                     y = y + noise[t] * rng.normal(0.0, 1.0, y.shape)
+                if self._kinds_arg is not None and self._kinds_arg[t] == "classification":
+                    y = np.eye(o)[np.argmax(y, axis=1)]  # one-hot class of the noisy outputs
                 ys.append(y)
             splits[split] = SplitData(
                 inputs=torch.from_numpy(x.astype(np.float32)),
@@ -203,18 +250,27 @@ class Synthetic(Benchmark):
             targets = torch.cat([data.targets, torch.from_numpy(mask)], dim=2)  # [N, T, o + 1]
             self._splits[split] = SplitData(inputs=data.inputs, targets=targets)
 
-    def split(self, name: str) -> SplitData:
-        """The in-memory data of split ``name``.
+    def _add_kinds(self, add_mask_for: int | None) -> None:
+        # Typed layout: a mask channel (all ones when there are no fractions), then the kind flag.
+        flags = torch.tensor([float(k == "classification") for k in self.kinds])
+        for split, data in self._splits.items():
+            targets = data.targets
+            n = len(data)
+            if add_mask_for is not None:
+                targets = torch.cat([targets, torch.ones(n, add_mask_for, 1)], dim=2)
+            kind = flags.view(1, -1, 1).expand(n, -1, 1)
+            self._splits[split] = SplitData(data.inputs, torch.cat([targets, kind], dim=2))
 
-        Targets are ``[N, T, output_dim]``, or ``[N, T, output_dim + 1]`` with the label mask last
-        when ``fractions`` is set.
-        """
+    def split(self, name: str) -> SplitData:
+        """The in-memory data of split ``name`` (see the class docstring for the target layout)."""
         self.check_split(name)
         return self._splits[name]
 
     def label_mask(self, name: str = "train") -> Tensor:
         """Label mask ``[N, T]`` of split ``name`` (all ones without ``fractions``)."""
         data = self.split(name)
+        if self._typed:
+            return data.targets[:, :, self._output_dim].clone()
         if not self._masked:
             return torch.ones(len(data), self.n_tasks)
         return data.targets[:, :, -1].clone()
@@ -226,7 +282,9 @@ class Synthetic(Benchmark):
         return HardParameterSharing(encoder, heads)
 
     def losses(self, outputs: list[Tensor], targets: Tensor) -> Tensor:
-        """Per-task MSE ``[T]`` (over the labelled rows when ``fractions`` is set)."""
+        """Per-task losses ``[T]``: MSE, or cross-entropy for classification (over labelled rows)."""
+        if self._typed:
+            return self._typed_losses(outputs, targets)
         if not self._masked:
             return torch.stack([F.mse_loss(out, targets[:, t]) for t, out in enumerate(outputs)])
         losses = []
@@ -241,42 +299,76 @@ class Synthetic(Benchmark):
             losses.append((per_row * mask).sum() / mask.sum())
         return torch.stack(losses)
 
+    def _typed_losses(self, outputs: list[Tensor], targets: Tensor) -> Tensor:
+        # The kind comes from the data (no Python branch on it), so instances with other kinds
+        # share this function; a batch without a labelled row falls back to its first row.
+        o = self._output_dim
+        losses = []
+        for t, out in enumerate(outputs):
+            y, mask, flag = targets[:, t, :o], targets[:, t, o], targets[:, t, o + 1]
+            first = (torch.arange(mask.shape[0], device=mask.device) == 0).to(mask.dtype)
+            mask = torch.where(mask.sum() > 0, mask, first)
+            mse = ((out - y) ** 2).mean(dim=1)
+            ce = -(y * torch.log_softmax(out, dim=1)).sum(dim=1)
+            per_row = torch.where(flag > 0.5, ce, mse)
+            losses.append((per_row * mask).sum() / mask.sum())
+        return torch.stack(losses)
+
     def metrics(self, outputs: list[Tensor], targets: Tensor) -> dict[str, float]:
-        """Per-task MSE on the given outputs."""
+        """Per-task MSE (regression) or accuracy (classification) on the given outputs."""
         losses = self.losses(outputs, targets)
-        return {m.name: float(losses[m.task]) for m in self.metric_specs}
+        out: dict[str, float] = {}
+        for m in self.metric_specs:
+            if self.kinds[m.task] == "classification":
+                y = targets[:, m.task, : self._output_dim]
+                hits = outputs[m.task].argmax(dim=1) == y.argmax(dim=1)
+                out[m.name] = float(hits.to(torch.float64).mean())
+            else:
+                out[m.name] = float(losses[m.task])
+        return out
 
     def config(self) -> dict[str, Any]:
         """Arguments that rebuild this benchmark."""
         return dict(self._kwargs)
 
     @classmethod
-    def sample_variation(cls, rng: np.random.Generator, **fixed: Any) -> dict[str, Any]:
+    def sample_variation(
+        cls, rng: np.random.Generator, family: str = "default", **fixed: Any
+    ) -> dict[str, Any]:
         """Draw the constructor arguments of one problem variation.
 
-        Draws, per task, a log-uniform scale ``σ_t ∈ [1, 100]``, a label-noise floor (with
+        ``default``: per task, a log-uniform scale ``σ_t ∈ [1, 100]``, a label-noise floor (with
         probability 1/2, ``noise_t = σ_t · U(0, 0.2)``, else 0) and a label fraction (with
-        probability 1/2, ``U(0.1, 1)``, else 1); one ``relatedness ~ U(0.2, 1)``; and a data seed.
-        See ``VARIATION_RANGES``.
+        probability 1/2, ``U(0.1, 1)``, else 1); one ``relatedness ~ U(0.2, 1)``; and a data seed
+        (``VARIATION_RANGES``). ``wide`` (the training distribution of the generalist policy,
+        ``WIDE_RANGES``): scales over three decades ``[1, 1000]``, noise floors up to ``0.3 σ_t``,
+        relatedness ``U(0, 1)``, and each task a classification with probability 0.3.
 
         Args:
             rng: Source of all draws (the same state gives the same variation).
+            family: ``default`` or ``wide``.
             **fixed: Arguments to set rather than draw (e.g. ``n_tasks=5``, ``n_train=2000``);
                 ``n_tasks`` defaults to 3.
 
         Returns:
             Keyword arguments for ``Synthetic(**kwargs)``.
+
+        Raises:
+            ValueError: An unknown family.
         """
+        if family not in ("default", "wide"):
+            raise ValueError(f"unknown variation family {family!r}; valid choices: default, wide")
+        ranges = cls.VARIATION_RANGES if family == "default" else cls.WIDE_RANGES
         n_tasks = int(fixed.get("n_tasks", 3))
-        lo, hi = cls.VARIATION_RANGES["scales"]
+        lo, hi = ranges["scales"]
         scales = np.exp(rng.uniform(math.log(lo), math.log(hi), n_tasks))
-        n_lo, n_hi = cls.VARIATION_RANGES["noise"]
+        n_lo, n_hi = ranges["noise"]
         noisy = rng.random(n_tasks) < 0.5
         noise = np.where(noisy, scales * rng.uniform(n_lo, n_hi, n_tasks), 0.0)
-        f_lo, f_hi = cls.VARIATION_RANGES["fractions"]
+        f_lo, f_hi = ranges["fractions"]
         partial = rng.random(n_tasks) < 0.5
         fractions = np.where(partial, rng.uniform(f_lo, f_hi, n_tasks), 1.0)
-        r_lo, r_hi = cls.VARIATION_RANGES["relatedness"]
+        r_lo, r_hi = ranges["relatedness"]
         drawn: dict[str, Any] = {
             "n_tasks": n_tasks,
             "scales": [float(s) for s in scales],
@@ -285,5 +377,10 @@ class Synthetic(Benchmark):
             "relatedness": float(rng.uniform(r_lo, r_hi)),
             "seed": int(rng.integers(0, 2**31 - 1)),
         }
+        if family == "wide":
+            p_class = ranges["classification"][0]
+            drawn["kinds"] = [
+                "classification" if c else "regression" for c in rng.random(n_tasks) < p_class
+            ]
         drawn.update(fixed)
         return drawn
