@@ -68,8 +68,13 @@ class TaskMetricsCallback(BaseCallback):
     ``reference/<name>_return`` at every dump, so TensorBoard draws them as flat lines beside the
     agent's ``rollout/ep_rew_mean``.
 
+    Runs of different T (a set policy's env groups; ``task_names=None``) have no common tasks:
+    then the callback records each step's largest and smallest weight and mean gap
+    (``mtl/weight_max``, ``mtl/weight_min``, ``mtl/gap_mean``) and the reward per T
+    (``mtl/reward_T<T>``, from ``info["n_tasks"]``).
+
     Args:
-        task_names: Task names, in the env's task order.
+        task_names: Task names, in the env's task order (``None``: pool the tasks).
         references: Baseline name -> mean episode return on the reference instances.
         weights_key: Info key of the applied weights.
         gaps_key: Info key of the improvable gaps.
@@ -77,13 +82,13 @@ class TaskMetricsCallback(BaseCallback):
 
     def __init__(
         self,
-        task_names: Sequence[str],
+        task_names: Sequence[str] | None,
         references: Mapping[str, float] | None = None,
         weights_key: str = "weights",
         gaps_key: str = "gaps",
     ) -> None:
         super().__init__()
-        self.task_names = tuple(task_names)
+        self.task_names = None if task_names is None else tuple(task_names)
         self.references = dict(references or {})
         self.weights_key = weights_key
         self.gaps_key = gaps_key
@@ -96,19 +101,33 @@ class TaskMetricsCallback(BaseCallback):
         self._record_references()
 
     def _on_step(self) -> bool:
-        for info in self.locals.get("infos", ()):
+        infos = self.locals.get("infos", ())
+        for info in infos:
             for key, suffix in ((self.weights_key, "weight"), (self.gaps_key, "gap")):
                 values = info.get(key)
                 if values is None:
                     continue
-                for name, value in zip(
-                    self.task_names, np.asarray(values, dtype=float).reshape(-1), strict=True
-                ):
+                row = np.asarray(values, dtype=float).reshape(-1)
+                if self.task_names is None:
+                    self._record_pooled(suffix, row)
+                    continue
+                for name, value in zip(self.task_names, row, strict=True):
                     self.logger.record_mean(f"mtl/{name}_{suffix}", float(value))
         rewards = self.locals.get("rewards")
         if rewards is not None:
             self.logger.record_mean("mtl/reward", float(np.mean(rewards)))
+            if self.task_names is None:
+                for info, reward in zip(infos, np.asarray(rewards).reshape(-1), strict=False):
+                    if "n_tasks" in info:
+                        self.logger.record_mean(f"mtl/reward_T{info['n_tasks']}", float(reward))
         return True
+
+    def _record_pooled(self, suffix: str, row: np.ndarray) -> None:
+        if suffix == "weight":
+            self.logger.record_mean("mtl/weight_max", float(row.max()))
+            self.logger.record_mean("mtl/weight_min", float(row.min()))
+        else:
+            self.logger.record_mean("mtl/gap_mean", float(row.mean()))
 
     def _on_rollout_end(self) -> None:
         # Re-recorded before every dump: SB3's logger clears its values after writing them.

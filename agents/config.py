@@ -27,6 +27,10 @@ ALGORITHM_NAMES: tuple[str, ...] = (*ALGORITHMS, *CONTRIB_ALGORITHMS)
 # Off-policy algorithms keep a replay buffer (saved in checkpoints) and have no log_std_init.
 OFF_POLICY: tuple[str, ...] = ("sac", "td3", "tqc")
 VEC_ENVS: tuple[str, ...] = ("dummy", "subproc", "batched")
+POLICIES: tuple[str, ...] = ("mlp", "set")
+# The set policy is an actor-critic (agents.set_policy); its policy_kwargs.
+SET_POLICY_ALGORITHMS: tuple[str, ...] = ("ppo", "a2c")
+SET_POLICY_KWARGS: tuple[str, ...] = ("hidden", "activation_fn", "log_std_init", "ortho_init")
 
 
 def get_algorithm(name: str) -> type[BaseAlgorithm]:
@@ -53,6 +57,10 @@ def _default_policy_kwargs() -> dict[str, Any]:
     return {"net_arch": [64, 64], "log_std_init": -1.0}
 
 
+def _default_set_policy_kwargs() -> dict[str, Any]:
+    return {"hidden": 64, "log_std_init": -1.0}
+
+
 def _default_hyperparameters() -> dict[str, Any]:
     # The prototype's PPO: n_steps = 4 episodes of 36 decisions over 2 envs, batch 64, 10 epochs.
     return {
@@ -74,11 +82,20 @@ class AgentConfig:
     and small initial action noise.
 
     Attributes:
+        policy: ``mlp`` (SB3's MLP policy, for runs of one T) or ``set`` (``agents.set_policy``:
+            one shared per-task network and a context pooled over the tasks, for runs of any T;
+            PPO or A2C).
+        env_groups: Env settings merged over ``env`` (nested mappings key by key), one group of
+            ``n_envs`` sub-envs each, e.g. ``[{benchmark: {n_tasks: 2}}, {benchmark: {n_tasks:
+            6}}]``: a set policy trains on runs of several T at once (``policy: set``); empty:
+            one group, ``env`` itself.
         algorithm: ``ppo`` (default: it learned best in the prototype), ``sac``, ``td3``,
             ``a2c``, or ``tqc`` (needs the ``contrib`` extra).
         policy_kwargs: SB3 ``policy_kwargs``; ``activation_fn`` is a name (``tanh`` or ``relu``, the
             ones an export can rebuild), everything else goes to SB3 unchanged (``net_arch``,
-            ``log_std_init``, ...).
+            ``log_std_init``, ...). The set policy takes ``hidden`` (width of every layer),
+            ``activation_fn``, ``log_std_init`` and ``ortho_init`` (default ``{hidden: 64,
+            log_std_init: -1.0}``).
         hyperparameters: Keyword arguments of the SB3 algorithm (``n_steps``, ``batch_size``, ...);
             the default is the prototype's PPO setting, which other algorithms replace by SB3's
             own defaults. ``action_noise_std`` (off-policy) adds Gaussian exploration noise of
@@ -87,7 +104,7 @@ class AgentConfig:
         time_budget_s: Wall-clock budget in seconds (``None``: none); training stops at whichever
             of the two limits comes first. Wall-clock stopping depends on the machine, so the
             timesteps actually done are recorded in ``training.json``.
-        n_envs: Number of parallel envs.
+        n_envs: Number of parallel envs (per env group).
         vec_env: ``dummy`` (one process), ``subproc`` (one process per env) or ``batched`` (all
             envs' MTL runs trained together in one process by ``igb_env.vector.BatchedIGBEnv``;
             several times more env steps per CPU-second; ``sum`` balancer only).
@@ -103,6 +120,8 @@ class AgentConfig:
     """
 
     algorithm: str = "ppo"
+    policy: str = "mlp"
+    env_groups: tuple[Mapping[str, Any], ...] = ()
     policy_kwargs: Mapping[str, Any] = field(default_factory=_default_policy_kwargs)
     hyperparameters: Mapping[str, Any] = field(default_factory=_default_hyperparameters)
     total_timesteps: int = 100_000
@@ -136,12 +155,71 @@ class AgentConfig:
             raise ConfigError(f"total_timesteps must be >= 1, got {self.total_timesteps}")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise ConfigError(f"time_budget_s must be positive or null, got {self.time_budget_s}")
+        self._check_policy()
         activation = self.policy_kwargs.get("activation_fn")
         if activation is not None and activation not in ACTIVATIONS:
             raise ConfigError(
                 f"unknown policy_kwargs.activation_fn {activation!r}; "
                 f"valid choices: {', '.join(ACTIVATIONS)}"
             )
+
+    def _check_policy(self) -> None:
+        if self.policy not in POLICIES:
+            raise ConfigError(
+                f"unknown policy {self.policy!r}; valid choices: {', '.join(POLICIES)}"
+            )
+        if self.policy == "mlp":
+            if self.env_groups:
+                raise ConfigError(
+                    "env_groups need policy: set (runs of different T share one agent only "
+                    "through the set policy)"
+                )
+            return
+        if self.algorithm not in SET_POLICY_ALGORITHMS:
+            raise ConfigError(
+                f"policy 'set' trains with {' or '.join(SET_POLICY_ALGORITHMS)}, "
+                f"not {self.algorithm!r}"
+            )
+        if dict(self.policy_kwargs) == _default_policy_kwargs():
+            object.__setattr__(self, "policy_kwargs", _default_set_policy_kwargs())
+        unknown = sorted(set(self.policy_kwargs) - set(SET_POLICY_KWARGS))
+        if unknown:
+            raise ConfigError(
+                f"policy 'set' does not take policy_kwargs {', '.join(unknown)}; valid keys: "
+                f"{', '.join(SET_POLICY_KWARGS)}"
+            )
+        for i, group in enumerate(self.env_groups):
+            if not isinstance(group, Mapping):
+                raise ConfigError(f"env_groups[{i}] must be a mapping of env settings")
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``override`` over ``base``; mappings in both are merged key by key, recursively."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def group_env_configs(config: AgentConfig) -> list[dict[str, Any]]:
+    """The resolved env configuration of every env group (``[env]`` without ``env_groups``).
+
+    Raises:
+        ConfigError: A group's settings are invalid (the message names the group).
+    """
+    base = resolve_env_config(config.env)
+    if not config.env_groups:
+        return [base]
+    out = []
+    for i, group in enumerate(config.env_groups):
+        try:
+            out.append(resolve_env_config(deep_merge(base, group)))
+        except ConfigError as err:
+            raise ConfigError(f"env_groups[{i}]: {err}") from None
+    return out
 
 
 def load_agent_config(path: str | Path) -> AgentConfig:
@@ -159,9 +237,12 @@ __all__ = [
     "ALGORITHM_NAMES",
     "CONTRIB_ALGORITHMS",
     "OFF_POLICY",
+    "POLICIES",
     "VEC_ENVS",
     "AgentConfig",
+    "deep_merge",
     "get_algorithm",
+    "group_env_configs",
     "load_agent_config",
     "resolve_env_config",
 ]

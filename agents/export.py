@@ -13,6 +13,9 @@ against ``model.predict(obs, deterministic=True)`` in the tests to 1e-5):
 * SAC, TQC: ``tanh(mu(latent_pi(obs)))`` (the squashed mean; unscaling from ``[-1, 1]`` to the
   action bounds is the identity here).
 * TD3: ``mu(obs)``, an MLP ending in ``tanh``.
+* Set policies (``policy: set``, PPO/A2C): the actor ``SetPolicyNetwork`` itself, whose output is
+  the Gaussian mean clipped to ``[-1, 1]``; its sidecar has ``n_tasks: null`` (any T) and lists
+  the training groups.
 
 Observations enter unnormalised: agents here are trained without ``VecNormalize`` (the env's
 features are already bounded and scaled), and the exporter refuses models whose feature extractor is
@@ -21,6 +24,8 @@ not a plain flatten.
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,10 +39,13 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.torch_layers import FlattenExtractor
 from torch import Tensor, nn
 
-from agents.config import load_agent_config
+from agents.config import group_env_configs, load_agent_config
+from agents.set_policy import SetActorCriticPolicy
 from agents.train import load_model
 from igb_env import make_env
-from mtl_backends.policy import ACTIVATIONS, PolicyNetwork, save_policy
+from igb_env.config import load_env_config
+from mtl_backends.config import to_dict
+from mtl_backends.policy import ACTIVATIONS, PolicyNetwork, build_sidecar, save_policy
 from mtl_backends.policy import versions as policy_versions
 
 _ACTIVATION_NAMES: dict[type[nn.Module], str] = {cls: name for name, cls in ACTIVATIONS.items()}
@@ -135,18 +143,27 @@ def versions() -> dict[str, str]:
     }
 
 
-def export_model(model: BaseAlgorithm, env_config: dict[str, Any], out: str | Path) -> Path:
+def export_model(
+    model: BaseAlgorithm,
+    env_config: Mapping[str, Any],
+    out: str | Path,
+    groups: Sequence[Mapping[str, Any]] | None = None,
+) -> Path:
     """Write ``model``'s deterministic actor as a standalone policy folder.
 
     Args:
-        model: A trained PPO, A2C, SAC, TD3 or TQC model.
+        model: A trained PPO, A2C, SAC, TD3 or TQC model (MLP), or a PPO/A2C set policy.
         env_config: The env configuration it was trained on (for the sidecar: T, features, action
             map, K, balancer, base window, budget).
         out: Policy folder (created).
+        groups: The env groups' resolved configurations (set policies: recorded in the sidecar
+            as ``training_groups``, T and budgets of each).
 
     Returns:
         The policy folder.
     """
+    if isinstance(model.policy, SetActorCriticPolicy):
+        return _export_set(model, env_config, out, groups or [env_config])
     spec = actor_spec(model)
     network = PolicyNetwork(spec.sizes, activation=spec.activation, output=spec.output)
     linears = [layer for layer in network.layers if isinstance(layer, nn.Linear)]
@@ -154,18 +171,58 @@ def export_model(model: BaseAlgorithm, env_config: dict[str, Any], out: str | Pa
         for layer, w, b in zip(linears, spec.weights, spec.biases, strict=True):
             layer.weight.copy_(w)
             layer.bias.copy_(b)
-    env = make_env(env_config)
+    env = make_env(dict(env_config))
     sidecar = env.policy_sidecar(type(model).__name__, versions=versions())
     env.close()
     return save_policy(out, network, sidecar)
 
 
-def export_run(run: str | Path, out: str | Path | None = None) -> Path:
+def _export_set(
+    model: BaseAlgorithm,
+    env_config: Mapping[str, Any],
+    out: str | Path,
+    groups: Sequence[Mapping[str, Any]],
+) -> Path:
+    """A set policy's actor (the very network it trained, copied) with a sidecar for any T."""
+    policy = model.policy
+    assert isinstance(policy, SetActorCriticPolicy)
+    network = copy.deepcopy(policy.actor).cpu().eval()
+    cfg = load_env_config(dict(env_config))
+    bw = cfg.train.base_window
+    training_groups = []
+    for group in groups:
+        g = load_env_config(dict(group))
+        training_groups.append(
+            {
+                "benchmark": to_dict(g.benchmark),
+                "budgets": list(g.budgets) if g.budgets is not None else [g.train.steps],
+                "variation": g.variation,
+            }
+        )
+    sidecar = build_sidecar(
+        n_tasks=None,
+        features=cfg.feature_spec,
+        action_mode=cfg.action_mode,
+        tau=cfg.tau,
+        steps_per_action=cfg.steps_per_action,
+        balancer=cfg.balancer.name,
+        base_window=None if bw is None else (int(bw[0]), int(bw[1])),
+        total_steps=cfg.train.steps,
+        algorithm=type(model).__name__,
+        versions=versions(),
+        env_config=cfg.to_dict(),
+        training_groups=training_groups,
+    )
+    return save_policy(out, network, sidecar)
+
+
+def export_run(run: str | Path, out: str | Path | None = None, best: bool = False) -> Path:
     """Export the final model of an agent run folder (``igb export RUN``).
 
     Args:
         run: Run folder written by ``train_agent``.
         out: Policy folder (default ``RUN/policy``).
+        best: Export ``RUN/best_model.zip`` (best on the held-out validation instances).
 
     Returns:
         The policy folder.
@@ -173,5 +230,8 @@ def export_run(run: str | Path, out: str | Path | None = None) -> Path:
     run = Path(run)
     config = load_agent_config(run / "config.yaml")
     return export_model(
-        load_model(run), dict(config.env), out if out is not None else run / "policy"
+        load_model(run, best=best),
+        dict(config.env),
+        out if out is not None else run / "policy",
+        groups=group_env_configs(config),
     )

@@ -35,7 +35,7 @@ import time
 import warnings
 from collections.abc import Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +67,23 @@ from agents.config import (
     OFF_POLICY,
     AgentConfig,
     get_algorithm,
+    group_env_configs,
     load_agent_config,
     resolve_env_config,
 )
-from agents.vec_env import make_vec_env, make_worker_env, preload_workers
+from agents.set_policy import SetActorCriticPolicy
+from agents.vec_env import (
+    PaddedVecEnv,
+    make_vec_env,
+    make_worker_env,
+    padded_layout,
+    preload_workers,
+)
 from igb_env import rollout_baseline
 from igb_env.config import held_out_config, load_env_config
 from mtl_backends.config import from_dict, to_dict
 from mtl_backends.policy.network import ACTIVATIONS
+from mtl_backends.registry import ConfigError
 
 REFERENCE_BASELINES: tuple[str, ...] = ("ew", "igbv1")
 
@@ -87,6 +96,12 @@ def build_model(config: AgentConfig, venv: VecEnv, tensorboard_log: str | None) 
     policy_kwargs = dict(config.policy_kwargs)
     if "activation_fn" in policy_kwargs:
         policy_kwargs["activation_fn"] = ACTIVATIONS[policy_kwargs["activation_fn"]]
+    policy: str | type[SetActorCriticPolicy] = "MlpPolicy"
+    if config.policy == "set":
+        inner = venv.unwrapped
+        if not isinstance(inner, PaddedVecEnv):
+            raise ValueError("a set policy trains on a PaddedVecEnv (agents.vec_env.make_vec_env)")
+        policy, policy_kwargs["layout"] = SetActorCriticPolicy, asdict(inner.layout)
     if config.algorithm in OFF_POLICY:
         # SAC's and TQC's Gaussian log-std is state-dependent (log_std_init only applies to gSDE);
         # TD3 is deterministic.
@@ -104,7 +119,7 @@ def build_model(config: AgentConfig, venv: VecEnv, tensorboard_log: str | None) 
         # about the last, truncated minibatch, which is harmless.
         warnings.filterwarnings("ignore", message="You have specified a mini-batch size")
         model = algo(
-            "MlpPolicy",
+            policy,
             venv,
             policy_kwargs=policy_kwargs,
             seed=config.seed,
@@ -165,20 +180,61 @@ def reference_returns(
     return {name: float(np.mean(values)) for name, values in per.items()}
 
 
+def group_reference_returns(
+    config: AgentConfig, workers: int = 1, executor: Executor | None = None
+) -> dict[str, float]:
+    """``reference_returns`` of every env group, averaged over the groups."""
+    per_group = [
+        reference_returns(c, config.reference_instances, config.seed, workers, executor)
+        for c in group_env_configs(config)
+    ]
+    return (
+        {name: float(np.mean([r[name] for r in per_group])) for name in per_group[0]}
+        if per_group[0]
+        else {}
+    )
+
+
+def _eval_env(config: AgentConfig) -> tuple[VecEnv, int] | None:
+    """The held-out evaluation env and its episodes per evaluation (``None``: no test_set).
+
+    One env per group walks that group's ``test_set`` round-robin; SB3's ``evaluate_policy``
+    splits the episodes evenly over the envs, so the groups' test sets must have one size.
+    """
+    configs = group_env_configs(config)
+    resolved = [load_env_config(c) for c in configs]
+    if any(c.test_set is None for c in resolved) or not config.eval_every:
+        return None
+    sizes = {len(c.test_instances) for c in resolved}
+    if len(sizes) > 1:
+        raise ConfigError(f"the env groups' test sets must have one size, got {sorted(sizes)}")
+    groups = [
+        DummyVecEnv([functools.partial(make_worker_env, held_out_config(c))]) for c in resolved
+    ]
+    venv: VecEnv = groups[0]
+    if config.policy == "set":
+        tasks = [int(g.get_attr("n_tasks", indices=[0])[0]) for g in groups]
+        layout = padded_layout(configs, tasks)
+        space = layout.observation_space(resolved[0].feature_spec)
+        venv = PaddedVecEnv(groups, tasks, layout, space)
+    return VecMonitor(venv), sizes.pop() * len(groups)
+
+
 def _eval_callback(config: AgentConfig, out: Path) -> EvalCallback | None:
     """``EvalCallback`` on the held-out ``test_set`` (``None`` without one or ``eval_every``)."""
-    env_config = load_env_config(dict(config.env))
-    if env_config.test_set is None or not config.eval_every:
+    made = _eval_env(config)
+    if made is None:
         return None
-    fn = functools.partial(make_worker_env, held_out_config(env_config))
-    eval_env = VecMonitor(DummyVecEnv([fn]))
+    eval_env, episodes = made
     return EvalCallback(
         eval_env,
         callback_on_new_best=SaveBestCallback(out / "best_model.zip"),
         # Every held-out instance once per evaluation: the eval env walks the set round-robin.
-        n_eval_episodes=len(env_config.test_instances),
-        # EvalCallback counts calls, one per vectorised step of n_envs env steps.
-        eval_freq=max(config.eval_every // config.n_envs, 1),
+        n_eval_episodes=episodes,
+        # EvalCallback counts calls, one per vectorised step of all training sub-envs.
+        eval_freq=max(
+            int(config.eval_every or 1) // (config.n_envs * max(len(config.env_groups), 1)), 1
+        ),
         log_path=str(out / "eval"),
         best_model_save_path=None,
         deterministic=True,
@@ -193,7 +249,7 @@ def _learn(
     model: BaseAlgorithm,
     venv: VecEnv,
     references: Mapping[str, float],
-    task_names: list[str],
+    task_names: list[str] | None,
     progress_bar: bool,
     resumed: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -304,13 +360,16 @@ def train_agent(
         # 2. Reference lines: EW and IGBv1 on a few training instances (before the env workers
         # start, so the two do not compete for the cores).
         workers = config.n_envs if config.vec_env == "subproc" else 1
-        references = reference_returns(
-            config.env, config.reference_instances, config.seed, workers, executor
-        )
+        references = group_reference_returns(config, workers, executor)
 
         # 3. The envs, the agent and its callbacks; 4. learn, checkpoint, save.
         venv = make_vec_env(config)
-        task_names = [str(t) for t in venv.get_attr("task_names", indices=[0])[0]]
+        # Runs of several T (a set policy) have no common task names: the metrics pool the tasks.
+        task_names = (
+            [str(t) for t in venv.get_attr("task_names", indices=[0])[0]]
+            if config.policy == "mlp"
+            else None
+        )
         model = build_model(config, venv, tensorboard_log=str(out / "tb"))
         summary = _learn(config, out, model, venv, references, task_names, progress_bar)
     finally:
@@ -381,7 +440,7 @@ def resume_agent(
             model,
             venv,
             state.get("references", {}),
-            list(state["task_names"]),
+            state["task_names"],
             progress_bar,
             resumed=resumed,
         )

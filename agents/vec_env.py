@@ -9,18 +9,23 @@ n_envs)`` (SB3's own ``seed + i`` would make neighbouring runs share sub-env see
 * ``batched``: one ``igb_env.vector.BatchedIGBEnv`` training all sub-envs' MTL runs together in
   this process, behind ``BatchedVecEnv``, SB3's ``VecEnv`` interface (same-step autoreset, the
   terminal observation in ``info["terminal_observation"]``).
+
+A set policy (``policy: set``) trains on several env groups at once (``env_groups``: e.g. one per
+T): ``n_envs`` sub-envs per group, joined by ``PaddedVecEnv`` in the padded layout of
+``agents.set_policy``.
 """
 
 from __future__ import annotations
 
 import functools
 import multiprocessing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium import spaces
 from stable_baselines3.common.vec_env import (
     DummyVecEnv,
     SubprocVecEnv,
@@ -30,9 +35,12 @@ from stable_baselines3.common.vec_env import (
 )
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvStepReturn
 
-from agents.config import AgentConfig
+from agents.config import AgentConfig, group_env_configs
+from agents.set_policy import PaddedLayout
 from igb_env import make_env
+from igb_env.config import load_env_config
 from igb_env.vector import BatchedIGBEnv
+from mtl_backends.registry import ConfigError
 
 
 def spawn_seeds(seed: int, n: int) -> list[int]:
@@ -148,6 +156,138 @@ class BatchedVecEnv(VecEnv):
         return [False for _ in self._get_indices(indices)]
 
 
+class PaddedVecEnv(VecEnv):
+    """One SB3 ``VecEnv`` over groups of sub-envs whose runs have different T (``policy: set``).
+
+    Each group is a ``VecEnv`` of one env configuration (a ``BatchedVecEnv``, or copies of
+    ``IGBEnv``); their observations are padded to ``layout`` (``agents.set_policy.PaddedLayout``:
+    per-task features up to ``max_tasks``, globals, task mask) and the padded actions cut back to
+    each group's ``T + A`` entries. Sub-env indices run group after group; every info carries the
+    sub-env's ``n_tasks``, and ``terminal_observation`` is padded like the observations.
+
+    Args:
+        groups: The groups' vectorised envs.
+        n_tasks: T of each group.
+        layout: The padded layout (``max_tasks`` at least every group's T).
+        observation_space: The padded observation space (``layout.observation_space(spec)``).
+    """
+
+    def __init__(
+        self,
+        groups: Sequence[VecEnv],
+        n_tasks: Sequence[int],
+        layout: PaddedLayout,
+        observation_space: spaces.Box,
+    ) -> None:
+        if not groups or len(groups) != len(n_tasks):
+            raise ValueError("PaddedVecEnv needs one T per group and at least one group")
+        self.groups = list(groups)
+        self.n_tasks = [int(t) for t in n_tasks]
+        self.layout = layout
+        for venv, t in zip(self.groups, self.n_tasks, strict=True):
+            expected = t * layout.task_features + layout.global_features
+            if venv.observation_space.shape != (expected,):
+                raise ValueError(
+                    f"a group of T={t} must observe {expected} features for the layout, got "
+                    f"{venv.observation_space.shape}"
+                )
+        self._offsets = np.cumsum([0] + [g.num_envs for g in self.groups])
+        self.render_mode = None
+        if observation_space.shape != (layout.obs_dim,):
+            raise ValueError(
+                f"the observation space must have shape ({layout.obs_dim},) for the layout, got "
+                f"{observation_space.shape}"
+            )
+        super().__init__(int(self._offsets[-1]), observation_space, layout.action_space())
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        group = int(np.searchsorted(self._offsets, index, side="right") - 1)
+        return group, index - int(self._offsets[group])
+
+    def _slices(self) -> list[slice]:
+        return [
+            slice(int(a), int(b))
+            for a, b in zip(self._offsets[:-1], self._offsets[1:], strict=True)
+        ]
+
+    def reset(self) -> np.ndarray:
+        """Reset every group (with the seeds of ``seed()`` when set since the last reset)."""
+        out = []
+        infos: list[dict[str, Any]] = []
+        for venv, part, t in zip(self.groups, self._slices(), self.n_tasks, strict=True):
+            seeds = self._seeds[part]
+            if any(s is not None for s in seeds):
+                venv._seeds = list(seeds)
+            out.append(self.layout.pad(np.asarray(venv.reset()), t))
+            infos += [{**info, "n_tasks": t} for info in venv.reset_infos]
+        self.reset_infos = infos
+        self._reset_seeds()
+        return np.concatenate(out)
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Start every group's step with its share of the actions (cut to its T)."""
+        actions = np.asarray(actions)
+        for venv, part, t in zip(self.groups, self._slices(), self.n_tasks, strict=True):
+            venv.step_async(self.layout.unpad_action(actions[part], t))
+
+    def step_wait(self) -> VecEnvStepReturn:
+        """Wait for every group; pad the observations (and terminal observations)."""
+        obs, rewards, dones, infos = [], [], [], []
+        for venv, t in zip(self.groups, self.n_tasks, strict=True):
+            o, r, d, i = venv.step_wait()
+            obs.append(self.layout.pad(np.asarray(o), t))
+            rewards.append(np.asarray(r, dtype=np.float32))
+            dones.append(np.asarray(d, dtype=bool))
+            for info in i:
+                info = dict(info)
+                info["n_tasks"] = t
+                if "terminal_observation" in info:
+                    info["terminal_observation"] = self.layout.pad(
+                        np.asarray(info["terminal_observation"])[None], t
+                    )[0]
+                infos.append(info)
+        return np.concatenate(obs), np.concatenate(rewards), np.concatenate(dones), infos
+
+    def close(self) -> None:
+        """Close every group."""
+        for venv in self.groups:
+            venv.close()
+
+    def _dispatch(self, indices: VecEnvIndices) -> list[tuple[int, int]]:
+        return [self._locate(i) for i in self._get_indices(indices)]
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        """An attribute of each indexed sub-env."""
+        return [
+            self.groups[g].get_attr(attr_name, indices=[i])[0] for g, i in self._dispatch(indices)
+        ]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        """Set an attribute of each indexed sub-env (where its group allows it)."""
+        for g, i in self._dispatch(indices):
+            self.groups[g].set_attr(attr_name, value, indices=[i])
+
+    def env_method(
+        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **kwargs: Any
+    ) -> list[Any]:
+        """Call a method of each indexed sub-env."""
+        return [
+            self.groups[g].env_method(method_name, *method_args, indices=[i], **kwargs)[0]
+            for g, i in self._dispatch(indices)
+        ]
+
+    def env_is_wrapped(
+        self,
+        wrapper_class: type[gym.Wrapper],
+        indices: VecEnvIndices = None,
+    ) -> list[bool]:
+        """Whether each indexed sub-env is wrapped with ``wrapper_class``."""
+        return [
+            self.groups[g].env_is_wrapped(wrapper_class, indices=[i])[0]
+            for g, i in self._dispatch(indices)
+        ]
+
+
 def make_worker_env(env_config: dict[str, Any]) -> gym.Env[np.ndarray, np.ndarray]:
     """The env of one worker (a module-level, picklable factory), with one torch thread.
 
@@ -169,20 +309,51 @@ def preload_workers() -> None:
     context.set_forkserver_preload(["torch", "stable_baselines3", "igb_env", "agents.vec_env"])
 
 
-def make_vec_env(config: AgentConfig) -> VecEnv:
-    """``config.n_envs`` envs, vectorised, seeded by ``SeedSequence``, under ``VecMonitor``.
+def _group_vec_env(env_config: dict[str, Any], n_envs: int, kind: str) -> VecEnv:
+    """``n_envs`` sub-envs of one env configuration, vectorised as ``kind``."""
+    if kind == "batched":
+        return BatchedVecEnv(env_config, n_envs)
+    fns = [functools.partial(make_worker_env, env_config) for _ in range(n_envs)]
+    if kind == "subproc":
+        preload_workers()
+        return SubprocVecEnv(fns)  # type: ignore[arg-type]
+    return DummyVecEnv(fns)  # type: ignore[arg-type]
 
-    The sub-env seeds are applied when SB3 seeds the model (``seed=config.seed``) or when
+
+def padded_layout(env_configs: Sequence[Mapping[str, Any]], n_tasks: Sequence[int]) -> PaddedLayout:
+    """The padded layout of a set policy over groups of these env configurations and T.
+
+    Raises:
+        ConfigError: The groups differ in their feature settings or action map.
+    """
+    resolved = [load_env_config(dict(c)) for c in env_configs]
+    first = resolved[0]
+    for other in resolved[1:]:
+        for key in ("feature_spec", "action_mode"):
+            if getattr(other, key) != getattr(first, key):
+                raise ConfigError(
+                    f"env_groups must share {key}: {getattr(first, key)} vs {getattr(other, key)}"
+                )
+    return PaddedLayout.build(first.feature_spec, first.action_mode, max(n_tasks))
+
+
+def make_vec_env(config: AgentConfig) -> VecEnv:
+    """``config.n_envs`` envs per group, vectorised, seeded by ``SeedSequence``, in ``VecMonitor``.
+
+    With ``policy: set`` the sub-envs of every env group are joined in one ``PaddedVecEnv``. The
+    sub-env seeds are applied when SB3 seeds the model (``seed=config.seed``) or when
     ``venv.seed(seed)`` is called.
     """
     venv: VecEnv
-    if config.vec_env == "batched":
-        venv = BatchedVecEnv(dict(config.env), config.n_envs)
+    if config.policy == "set":
+        configs = group_env_configs(config)
+        groups = [_group_vec_env(c, config.n_envs, config.vec_env) for c in configs]
+        tasks = [int(g.get_attr("n_tasks", indices=[0])[0]) for g in groups]
+        layout = padded_layout(configs, tasks)
+        space = layout.observation_space(load_env_config(configs[0]).feature_spec)
+        venv = PaddedVecEnv(groups, tasks, layout, space)
     else:
-        fns = [functools.partial(make_worker_env, dict(config.env)) for _ in range(config.n_envs)]
-        if config.vec_env == "subproc":
-            preload_workers()
-        venv = SubprocVecEnv(fns) if config.vec_env == "subproc" else DummyVecEnv(fns)  # type: ignore[arg-type]
+        venv = _group_vec_env(dict(config.env), config.n_envs, config.vec_env)
     venv = SeedSequenceVecEnv(venv)
     venv.seed(config.seed)
     return VecMonitor(venv)
@@ -190,9 +361,11 @@ def make_vec_env(config: AgentConfig) -> VecEnv:
 
 __all__ = [
     "BatchedVecEnv",
+    "PaddedVecEnv",
     "SeedSequenceVecEnv",
     "make_vec_env",
     "make_worker_env",
+    "padded_layout",
     "preload_workers",
     "spawn_seeds",
 ]

@@ -6,11 +6,11 @@ own ``GapTracker``, ``HeldAction`` and reward inputs, the same objects the singl
 features, action maps and rewards have one implementation. Only the training arithmetic is batched;
 it equals the per-instance trainer to float rounding (``docs/architecture.md``, "The batched env").
 
-All slots share the configuration (T, budget, base window, K, reward); instances differ in data,
-initialisation and batch order (and, with ``variation``, in their sampled task scales, noise floors
-and label fractions). Slots start together (``start``) and can be restarted alone (``restart``:
-a slot whose run diverged, or any slot the caller wants to renew); a restarting slot runs its base
-window while the others wait.
+All slots share the configuration (T, base window, K, reward); instances differ in data,
+initialisation and batch order (and, with ``variation``, in their sampled task scales, noise floors,
+label fractions and task kinds; with ``budgets``, in their step budgets). Slots start together
+(``start``) and can be restarted alone (``restart``: a slot whose run diverged, or any slot the
+caller wants to renew); a restarting slot runs its base window while the others wait.
 """
 
 from __future__ import annotations
@@ -98,9 +98,15 @@ class BatchedEpisodes:
         benches = [self._benchmark(int(i)) for i in instances]
         if self.trainer is None:
             self.trainer = StackedTrainer(
-                benches, [int(i) for i in instances], self.config.train, "log", adam=self.adam
+                benches,
+                [int(i) for i in instances],
+                [self.config.train_for(int(i)) for i in instances],
+                "log",
+                adam=self.adam,
             )
-            self.trackers = [self._tracker(b) for b in benches]
+            self.trackers = [
+                self._tracker(b, int(i)) for b, i in zip(benches, instances, strict=True)
+            ]
             self._val_rows = min(self.config.val_batch_size, len(benches[0].split("val")))
             for i, (bench, inst) in enumerate(zip(benches, instances, strict=True)):
                 self._install(i, bench, int(inst))
@@ -132,8 +138,8 @@ class BatchedEpisodes:
             benches = [self._benchmark(int(i)) for i in instances]
         mask = np.zeros(self.n, dtype=bool)
         for i, bench, inst in zip(slots, benches, instances, strict=True):
-            trainer.reset_slot(i, bench, int(inst), self.config.train)
-            self.trackers[i] = self._tracker(bench)
+            trainer.reset_slot(i, bench, int(inst), self.config.train_for(int(inst)))
+            self.trackers[i] = self._tracker(bench, int(inst))
             self._install(i, bench, int(inst))
             mask[i] = True
         self._base_windows(mask)
@@ -141,8 +147,8 @@ class BatchedEpisodes:
     def _benchmark(self, instance: int) -> Benchmark:
         return self.benchmarks.get(instance)
 
-    def _tracker(self, bench: Benchmark) -> GapTracker:
-        train = self.config.train
+    def _tracker(self, bench: Benchmark, instance: int) -> GapTracker:
+        train = self.config.train_for(instance)
         steps_per_epoch = len(bench.split("train")) // train.batch_size
         return GapTracker(
             bench.n_tasks,
@@ -230,12 +236,21 @@ class BatchedEpisodes:
         mapped = [int(i) for i in np.flatnonzero(stepping) if self.trackers[i].gaps is not None]
         if mapped:
             t = trainer.n_tasks
-            zeros = torch.zeros(self.held[0].map.action_dim(t), dtype=torch.float64)
+            amap = self.held[0].map
+            # No held action means a = 0, whose prepared form is the map's (interp: p=0, q=1).
+            zero = amap.prepare(torch.zeros(amap.action_dim(t), dtype=torch.float64))
             prepared = torch.stack(
-                [zeros if (p := self.held[i].prepared) is None else p for i in mapped]
+                [zero if (p := self.held[i].prepared) is None else p for i in mapped]
             )
-            gaps = torch.stack([g for i in mapped if (g := self.trackers[i].gaps) is not None])
-            weights[mapped] = self.held[0].map.weights(prepared, StackedGaps(gaps, t))
+            state = StackedGaps(
+                gaps=torch.stack([g for i in mapped if (g := self.trackers[i].gaps) is not None]),
+                losses=torch.stack(
+                    [x for i in mapped if (x := self.trackers[i].losses) is not None]
+                ),
+                lower_bounds=torch.stack([self.trackers[i].lower_bounds for i in mapped]),
+                n_tasks=t,
+            )
+            weights[mapped] = amap.weights(prepared, state)
         result = trainer.apply(weights)
         for i in np.flatnonzero(stepping):
             self.trackers[i].record_weights(weights[i])
@@ -357,11 +372,17 @@ class BatchedEpisodes:
         benches = [self._benchmark(int(i)) for i in state["instances"]]
         if self.trainer is None:
             self.trainer = StackedTrainer(
-                benches, list(state["instances"]), self.config.train, "log", adam=self.adam
+                benches,
+                list(state["instances"]),
+                [self.config.train_for(int(i)) for i in state["instances"]],
+                "log",
+                adam=self.adam,
             )
             self._val_rows = min(self.config.val_batch_size, len(benches[0].split("val")))
         self.trainer.load_state_dict(state["trainer"])
-        self.trackers = [self._tracker(b) for b in benches]
+        self.trackers = [
+            self._tracker(b, int(i)) for b, i in zip(benches, state["instances"], strict=True)
+        ]
         for i, (bench, inst) in enumerate(zip(benches, state["instances"], strict=True)):
             self._install(i, bench, int(inst))
             self.trackers[i].load_state_dict(state["trackers"][i])

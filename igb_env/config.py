@@ -9,16 +9,22 @@ may name a ``preset`` (see ``PRESETS``) whose values its other keys override; ne
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from igb_env.instances import INSTANCE_ORDERS, InstanceSet, overlap
 from igb_env.rewards import REWARDS
+from mtl_backends.benchmarks import BENCHMARKS
 from mtl_backends.config import MethodSpec, TrainConfig, from_dict, load_yaml, to_dict
 from mtl_backends.features import FeatureSpec
 from mtl_backends.policy.action_maps import ACTION_MAPS
 from mtl_backends.registry import ConfigError
+
+BUDGET_STREAM = 0x62756467
+"""Mixed into the instance seed of the budget draw (``EnvConfig.train_for``)."""
 
 
 def _default_train() -> TrainConfig:
@@ -46,13 +52,20 @@ class EnvConfig:
         reward_scale: Multiplies the reward (the ``α`` of IGBv2's reward).
         history: Number of past log-gap snapshots in the observation.
         ema: EMA coefficient of the smoothed gap in the observation.
+        feature_table: The observation's feature table, ``v1`` (fixed T) or ``v2`` (the
+            task-count-agnostic table: relative gap, loss and noise features and T among the
+            globals; ``mtl_backends.features``).
+        budgets: Step budgets drawn per instance (uniformly, seeded by the instance seed alone);
+            ``None``: every instance trains ``train.steps`` steps. The base window stays fixed.
         divergence_penalty: Reward of the step in which training diverges (non-finite loss).
         val_batch_size: Rows of the benchmark's ``val`` split in the fixed held-in validation batch
             of validation rewards (the first rows of the split).
         variation: Draw each instance's benchmark arguments with the benchmark's
             ``sample_variation`` (e.g. synthetic task scales, noise floors, label fractions,
             relatedness), seeded by the instance seed; the arguments in ``benchmark`` stay fixed
-            (``n_tasks`` must be, so that every instance has the same observation layout).
+            (``n_tasks`` must be, so that every instance has the same observation layout). A
+            string names the family of variations (``true`` is ``default``; synthetic also has
+            ``wide``: three decades of scales and classification tasks).
         instances: ``[low, high)`` range of training instance seeds drawn at ``reset`` from the
             env's ``np_random`` when no ``instance_set`` is given;
             ``reset(options={"instance": seed})`` picks one explicitly (held-out evaluation seeds,
@@ -77,9 +90,11 @@ class EnvConfig:
     reward_scale: float = 10.0
     history: int = 3
     ema: float = 0.9
+    feature_table: str = "v1"
+    budgets: tuple[int, ...] | None = None
     divergence_penalty: float = -10.0
     val_batch_size: int = 1000
-    variation: bool = False
+    variation: bool | str = False
     instances: tuple[int, int] = (0, 1_000_000)
     instance_set: Any = None
     test_set: Any = None
@@ -129,15 +144,56 @@ class EnvConfig:
             raise ConfigError(
                 f"unknown reward {self.reward.name!r}; valid choices: {', '.join(sorted(REWARDS))}"
             )
+        if isinstance(self.variation, str):
+            self._check_variation_family(self.variation)
+        if self.budgets is not None:
+            if not self.budgets:
+                raise ConfigError("budgets must list at least one step budget, or be null")
+            end = 0 if bw is None else bw[1]
+            short = [b for b in self.budgets if b <= end]
+            if short:
+                raise ConfigError(
+                    f"budgets {short} leave no steps to decide: each must exceed the base "
+                    f"window's end ({end})"
+                )
         try:
-            self.feature_spec  # noqa: B018 - validates history and ema
+            self.feature_spec  # noqa: B018 - validates history, ema and the table
         except ValueError as err:
             raise ConfigError(str(err)) from None
+
+    def _check_variation_family(self, family: str) -> None:
+        """Refuse a family the benchmark does not draw (one draw from a throwaway generator)."""
+        bench = BENCHMARKS.get(self.benchmark.name)
+        if bench is None:
+            return  # an unknown benchmark is reported where it is built
+        try:
+            bench.sample_variation(np.random.default_rng(0), family=family)
+        except NotImplementedError as err:
+            raise ConfigError(f"variation {family!r}: {err}") from None
+        except ValueError as err:
+            raise ConfigError(f"variation: {err}") from None
 
     @property
     def feature_spec(self) -> FeatureSpec:
         """The gap tracker's feature settings: snapshots every ``K`` steps (the decision points)."""
-        return FeatureSpec(history=self.history, stride=self.steps_per_action, ema=self.ema)
+        return FeatureSpec(
+            history=self.history,
+            stride=self.steps_per_action,
+            ema=self.ema,
+            table=self.feature_table,
+        )
+
+    def train_for(self, instance: int) -> TrainConfig:
+        """The training settings of ``instance``: ``train``, with its budget drawn from ``budgets``.
+
+        The draw uses a generator seeded by the instance seed and a constant of its own, so it does
+        not touch (or depend on) any other random stream.
+        """
+        if self.budgets is None:
+            return self.train
+        rng = np.random.default_rng([BUDGET_STREAM, int(instance)])
+        steps = int(self.budgets[int(rng.integers(len(self.budgets)))])
+        return replace(self.train, steps=steps)
 
     @property
     def train_instances(self) -> Sequence[int]:

@@ -250,14 +250,18 @@ class IGBEnv(gym.Env[np.ndarray, np.ndarray]):
 
     @property
     def episode_length(self) -> int:
-        """Env steps per episode (when training does not diverge)."""
-        base_end = self._episode.progress.base_window[1] if self._episode is not None else None
-        if base_end is None:
+        """Env steps per episode (when training does not diverge; the current one with budgets)."""
+        if self._episode is not None:
+            steps = self._episode.trainer.config.steps
+            base_end = self._episode.progress.base_window[1]
+        else:
+            if self.config.budgets is not None:
+                raise RuntimeError("the budget is drawn per instance: call reset() to know it")
             bw = self.config.train.base_window
             if bw is None:
                 raise RuntimeError("the base window is the second epoch: call reset() to know it")
-            base_end = bw[1]
-        return math.ceil((self.config.train.steps - base_end) / self.config.steps_per_action)
+            steps, base_end = self.config.train.steps, bw[1]
+        return math.ceil((steps - base_end) / self.config.steps_per_action)
 
     def rollout_baseline(
         self, weighting: str | MethodSpec | Mapping[str, Any], instance: int

@@ -127,7 +127,7 @@ class Episode:
             benchmark,
             weighting,
             config.balancer,
-            config.train,
+            config.train_for(self.instance),
             seed=self.instance,
             features=config.feature_spec,
         )

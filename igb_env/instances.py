@@ -192,7 +192,7 @@ class BenchmarkCache:
             a generator seeded by the instance seed (the arguments in ``spec`` stay fixed).
     """
 
-    def __init__(self, spec: MethodSpec, size: int = 2, variation: bool = False) -> None:
+    def __init__(self, spec: MethodSpec, size: int = 2, variation: bool | str = False) -> None:
         self.spec = spec
         self.size = size
         self.variation = variation

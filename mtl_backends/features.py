@@ -8,7 +8,8 @@ exported policy's sidecar — so none of them can drift from the others.
 
 Layout (``docs/architecture.md``, "The feature table"): task-major, every per-task feature of task
 1, then of task 2, ...; then the global features. Per-task features are 0 until the base losses
-exist (except ``weight``).
+exist, except ``weight`` and, in table ``v2``, ``log_noise`` (its floor ``-LOG_CLIP`` until a noise
+estimate exists).
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ if TYPE_CHECKING:
 
 LOG_CLIP = 10.0
 """Bound of every log-scale feature (log gaps and their changes are clipped to ±LOG_CLIP)."""
+TABLES: tuple[str, ...] = ("v1", "v2")
+MAX_TASKS = 32
+"""The T of the ``n_tasks`` feature's upper bound (``log T / log MAX_TASKS``, clipped to 1)."""
+LOSS_EPS = 1e-8
+"""Added to ``L - L*`` inside the log of ``rel_log_loss`` (the log transform's default)."""
 
 
 @dataclass(frozen=True)
@@ -36,11 +42,16 @@ class FeatureSpec:
         history: Number of past log-gap snapshots whose change is a feature.
         stride: Steps between snapshots (the env's steps per action, so decisions see fresh ones).
         ema: EMA coefficient of the smoothed gap (0 = no smoothing).
+        table: ``v1`` (the first table: per-task features and the weight divided by T) or ``v2``
+            (the table of task-count-agnostic policies: the same gap features, the task's gap
+            and log loss relative to the other tasks', the relative noise of its batch losses,
+            its weight, and T among the global features).
     """
 
     history: int = 3
     stride: int = 25
     ema: float = 0.9
+    table: str = "v1"
 
     def __post_init__(self) -> None:
         if self.history < 0:
@@ -49,6 +60,10 @@ class FeatureSpec:
             raise ValueError(f"stride must be >= 1, got {self.stride}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
+        if self.table not in TABLES:
+            raise ValueError(
+                f"unknown feature table {self.table!r}; valid choices: {', '.join(TABLES)}"
+            )
 
 
 Compute = Callable[["GapTracker"], "np.ndarray | float"]
@@ -106,6 +121,37 @@ def _weight(tracker: GapTracker) -> np.ndarray:
     return (tracker.last_weights / tracker.n_tasks).clamp(0.0, 1.0).numpy()
 
 
+def _centered(values: np.ndarray) -> np.ndarray:
+    return np.clip(values - values.mean(), -LOG_CLIP, LOG_CLIP)
+
+
+def _centered_log_gap(tracker: GapTracker) -> np.ndarray:
+    if not tracker.has_base:
+        return np.zeros(tracker.n_tasks)
+    return _centered(tracker.log_gap().numpy())
+
+
+def _rel_log_loss(tracker: GapTracker) -> np.ndarray:
+    if tracker.losses is None or not tracker.has_base:
+        return np.zeros(tracker.n_tasks)
+    margin = (tracker.losses - tracker.lower_bounds).clamp_min(0.0).numpy()
+    return _centered(np.log(margin + LOSS_EPS))
+
+
+def _log_noise(tracker: GapTracker) -> np.ndarray:
+    if tracker.noise is None:
+        return np.full(tracker.n_tasks, -LOG_CLIP)
+    return np.clip(np.log(np.maximum(tracker.noise.numpy(), 1e-30)), -LOG_CLIP, LOG_CLIP)
+
+
+def _raw_weight(tracker: GapTracker) -> np.ndarray:
+    return (tracker.last_weights).clamp(0.0, float(MAX_TASKS)).numpy()
+
+
+def _log_n_tasks(tracker: GapTracker) -> float:
+    return min(float(np.log(tracker.n_tasks) / np.log(MAX_TASKS)), 1.0)
+
+
 def _progress(tracker: GapTracker) -> float:
     return tracker.progress
 
@@ -134,8 +180,46 @@ def _rows(spec: FeatureSpec) -> tuple[Feature, ...]:
         )
         for j in range(1, spec.history + 1)
     ]
+    if spec.table == "v2":
+        rows += [
+            Feature(
+                "centered_log_gap",
+                -LOG_CLIP,
+                LOG_CLIP,
+                True,
+                "log_gap minus its mean over the tasks",
+                _centered_log_gap,
+            ),
+            Feature(
+                "rel_log_loss",
+                -LOG_CLIP,
+                LOG_CLIP,
+                True,
+                "log(L - L* + 1e-8) of the batch minus its mean over the tasks",
+                _rel_log_loss,
+            ),
+            Feature(
+                "log_noise",
+                -LOG_CLIP,
+                LOG_CLIP,
+                True,
+                "log EMA of |log g - log EMA(g)|, unclipped: the batch losses' relative noise",
+                _log_noise,
+            ),
+            Feature(
+                "weight", 0.0, float(MAX_TASKS), True, "the task's last applied weight", _raw_weight
+            ),
+            Feature(
+                "n_tasks", 0.0, 1.0, False, f"log T / log {MAX_TASKS}, clipped to 1", _log_n_tasks
+            ),
+        ]
+    else:
+        rows.append(
+            Feature(
+                "weight", 0.0, 1.0, True, "the task's last applied weight divided by T", _weight
+            )
+        )
     rows += [
-        Feature("weight", 0.0, 1.0, True, "the task's last applied weight divided by T", _weight),
         Feature("progress", 0.0, 1.0, False, "fraction of the step budget spent", _progress),
         Feature(
             "lr_ratio", 0.0, 1.0, False, "current learning rate / initial learning rate", _lr_ratio
@@ -184,12 +268,18 @@ class FeatureTable:
         out = np.concatenate([per_task.reshape(-1), glob])
         return out.astype(np.float32)
 
-    def describe(self, n_tasks: int, base_window: Sequence[int] | None) -> dict[str, Any]:
-        """JSON-friendly description (the ``features`` entry of a policy sidecar)."""
+    def describe(self, n_tasks: int | None, base_window: Sequence[int] | None) -> dict[str, Any]:
+        """JSON-friendly description (the ``features`` entry of a policy sidecar).
+
+        ``table`` is left out of the spec for ``v1`` (sidecars written before it existed).
+        """
+        spec = asdict(self.spec)
+        if spec["table"] == "v1":
+            del spec["table"]
         return {
-            "spec": asdict(self.spec),
+            "spec": spec,
             "table": [f.describe() for f in self.rows],
-            "n_tasks": int(n_tasks),
+            "n_tasks": None if n_tasks is None else int(n_tasks),
             "base_window": None if base_window is None else [int(b) for b in base_window],
         }
 
@@ -206,4 +296,4 @@ class FeatureTable:
         return "\n".join(rows)
 
 
-__all__ = ["LOG_CLIP", "Feature", "FeatureSpec", "FeatureTable"]
+__all__ = ["LOG_CLIP", "MAX_TASKS", "TABLES", "Feature", "FeatureSpec", "FeatureTable"]

@@ -67,6 +67,8 @@ class GapTracker:
         self.losses: Tensor | None = None
         self.gaps: Tensor | None = None
         self.smoothed_gaps: Tensor | None = None
+        # EMA of |log gap - log smoothed gap|: the batch losses' relative noise (table v2 only).
+        self.noise: Tensor | None = None
         self.history: list[Tensor] = []
         self.last_weights = torch.ones(n_tasks, dtype=torch.float64)
         self.step = -1
@@ -111,6 +113,13 @@ class GapTracker:
         else:
             self.smoothed_gaps = torch.from_numpy(
                 ema * self.smoothed_gaps.numpy() + (1.0 - ema) * gaps
+            )
+        if self.spec.table != "v1":
+            tiny = 1e-30
+            smoothed = self.smoothed_gaps.numpy()
+            dev = np.abs(np.log(np.maximum(gaps, tiny)) - np.log(np.maximum(smoothed, tiny)))
+            self.noise = torch.from_numpy(
+                dev if self.noise is None else ema * self.noise.numpy() + (1.0 - ema) * dev
             )
         if self._is_snapshot_step(step):
             self.history.append(self.log_gap())
@@ -190,6 +199,7 @@ class GapTracker:
             "losses": None if self.losses is None else self.losses.clone(),
             "gaps": None if self.gaps is None else self.gaps.clone(),
             "smoothed_gaps": None if self.smoothed_gaps is None else self.smoothed_gaps.clone(),
+            "noise": None if self.noise is None else self.noise.clone(),
             "history": [h.clone() for h in self.history],
             "last_weights": self.last_weights.clone(),
             "step": self.step,
@@ -205,6 +215,7 @@ class GapTracker:
         self.losses = state["losses"]
         self.gaps = state["gaps"]
         self.smoothed_gaps = state["smoothed_gaps"]
+        self.noise = state.get("noise")
         self.history = [h.clone() for h in state["history"]]
         self.last_weights = state["last_weights"].clone()
         self.step = int(state["step"])

@@ -12,6 +12,11 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("export", help="export an agent run as a standalone policy folder")
     p.add_argument("run", help="agent run folder (from `igb train-agent`)")
     p.add_argument("--out", help="policy folder (default RUN/policy)")
+    p.add_argument(
+        "--best",
+        action="store_true",
+        help="export the best model on the held-out validation instances (RUN/best_model.zip)",
+    )
     p.set_defaults(func=main)
 
 
@@ -19,6 +24,6 @@ def main(args: argparse.Namespace) -> int:
     """Run ``igb export``."""
     from agents.export import export_run
 
-    out = export_run(args.run, Path(args.out) if args.out else None)
+    out = export_run(args.run, Path(args.out) if args.out else None, best=args.best)
     print(f"policy written to {out}")
     return 0

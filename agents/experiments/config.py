@@ -64,7 +64,7 @@ class BenchmarkEntry:
     selection: str | None = None
     eval_every: int | None = None
     instances: bool = False
-    variation: bool = False
+    variation: bool | str = False
 
     @property
     def spec(self) -> MethodSpec:

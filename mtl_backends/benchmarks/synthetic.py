@@ -282,7 +282,7 @@ class Synthetic(Benchmark):
         return HardParameterSharing(encoder, heads)
 
     def losses(self, outputs: list[Tensor], targets: Tensor) -> Tensor:
-        """Per-task losses ``[T]``: MSE, or cross-entropy for classification (over labelled rows)."""
+        """Per-task losses ``[T]``: MSE, or cross-entropy for classification (labelled rows)."""
         if self._typed:
             return self._typed_losses(outputs, targets)
         if not self._masked:

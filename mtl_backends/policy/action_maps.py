@@ -17,6 +17,9 @@ Registered maps:
 * ``residual`` (v1): ``w = T · softmax(g + τ a)`` where ``g`` is the current raw improvable gap
   ``(L - L*) / (L_base - L*)`` of the batch, i.e. IGBv1's logits; ``a = 0`` reproduces IGBv1
   (``mtl_backends.weightings.igbv1``) bit for bit.
+* ``interp`` (v1): ``w = T · softmax(p log(L - L*) + q g + τ a)`` with two global entries ``p``,
+  ``q`` after the T per-task ones: SI, IGBv1 (the zero action), EW's direction and what lies
+  between, for any T (the action map of task-count-agnostic policies).
 
 A new map is one class here with its entry in ``ACTION_MAPS`` (and a test). Any change of a map's
 formula adds a new version; sidecars record ``{"mode", "version", "tau"}``.
@@ -40,11 +43,19 @@ ActionLike = Tensor | np.ndarray | Sequence[float]
 
 
 class GapState(Protocol):
-    """What a map reads of the run's state: the current gaps (``[T]``, or ``[N, T]`` rows)."""
+    """What a map reads of the run's state (``[T]``, or ``[N, T]`` rows of N runs)."""
 
     @property
     def gaps(self) -> Tensor | None:
         """Raw gaps of the current batch (``None`` before the base window ends)."""
+
+    @property
+    def losses(self) -> Tensor | None:
+        """Raw losses of the current batch (float64)."""
+
+    @property
+    def lower_bounds(self) -> Tensor:
+        """Declared loss lower bounds ``L*`` (``[T]``, or ``[N, T]`` rows)."""
 
     @property
     def n_tasks(self) -> int:
@@ -53,13 +64,15 @@ class GapState(Protocol):
 
 @dataclass(frozen=True)
 class StackedGaps:
-    """The gaps of N runs at once (``[N, T]``): a map then weights every row in one call.
+    """The state of N runs at once (``[N, T]``): a map then weights every row in one call.
 
     The batched env (``igb_env.batched``) maps the held actions of all its runs this way; each
     row's weights equal the single-run result bit for bit.
     """
 
     gaps: Tensor
+    losses: Tensor
+    lower_bounds: Tensor
     n_tasks: int
 
 
@@ -163,7 +176,61 @@ class ResidualMap(ActionMap):
         )
 
 
-ACTION_MAPS: dict[str, type[ActionMap]] = {"absolute": AbsoluteMap, "residual": ResidualMap}
+class InterpMap(ActionMap):
+    """From SI through IGBv1 to EW's direction: ``w = T · softmax(p log(L - L*) + q g + τ a)``.
+
+    The action has ``T + 2`` entries: a residual ``a_t`` per task, then two global entries mapped
+    to ``p = clip(a_p, 0, 1)`` and ``q = 1 + clip(a_q, -1, 1) ∈ [0, 2]``. The zero action is IGBv1
+    exactly (``p = 0``, ``q = 1``); ``q = 0`` is SI; ``p = 1, q = 0`` weights the log losses by
+    ``L_t - L*_t`` (up to ``1e-8``), i.e. EW's direction on raw losses, which matters where the
+    log transform over-serves tasks whose loss approaches its bound (cross-entropy). The weights
+    that tasks' losses and gaps receive are the same functions for any T.
+    """
+
+    mode = "interp"
+    version = 1
+    formula = (
+        "w = T * softmax(p * log(L - L* + 1e-8) + q * g + tau * a), "
+        "p = clip(a_p, 0, 1), q = 1 + clip(a_q, -1, 1)"
+    )
+
+    def action_dim(self, n_tasks: int) -> int:
+        """``T`` per-task entries, then ``a_p`` and ``a_q``."""
+        return n_tasks + 2
+
+    def prepare(self, action: Tensor) -> Tensor:
+        """``[τ clip(a_1..a_T), p, q]`` (float64; the last dimension is the action's)."""
+        clipped = action.clamp(-1.0, 1.0)
+        return torch.cat(
+            [
+                self.tau * clipped[..., :-2],
+                clipped[..., -2:-1].clamp_min(0.0),
+                1.0 + clipped[..., -1:],
+            ],
+            dim=-1,
+        )
+
+    def weights(self, prepared: Tensor | None, tracker: GapState) -> Tensor:
+        """``T · softmax(p log(L - L* + 1e-8) + q g + τ a)`` of the current batch."""
+        if tracker.gaps is None or tracker.losses is None:
+            raise ValueError(
+                f"action map {self.mode!r} needs the current gaps, which exist only after the "
+                "base window"
+            )
+        gaps = tracker.gaps.detach().to("cpu", torch.float64)
+        if prepared is None:
+            return scaled_softmax(gaps).to(torch.float32)  # the zero action: IGBv1
+        margin = tracker.losses.to(torch.float64) - tracker.lower_bounds.to(torch.float64)
+        log_loss = torch.log(margin.clamp_min(0.0) + 1e-8)
+        residual, p, q = prepared[..., :-2], prepared[..., -2:-1], prepared[..., -1:]
+        return scaled_softmax(p * log_loss + q * gaps + residual).to(torch.float32)
+
+
+ACTION_MAPS: dict[str, type[ActionMap]] = {
+    "absolute": AbsoluteMap,
+    "residual": ResidualMap,
+    "interp": InterpMap,
+}
 
 
 def get_action_map(mode: str, version: int | None = None) -> type[ActionMap]:
@@ -274,6 +341,7 @@ __all__ = [
     "ActionMap",
     "GapState",
     "HeldAction",
+    "InterpMap",
     "ResidualMap",
     "StackedGaps",
     "action_to_weights",

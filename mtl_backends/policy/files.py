@@ -14,19 +14,18 @@ from torch import Tensor
 from mtl_backends.atomic import atomic_torch_save, write_text_atomic
 from mtl_backends.policy.format import (
     FORMAT,
-    FORMAT_VERSION,
     POLICY_FILE,
     SIDECAR_FILE,
     validate_sidecar,
     versions,
 )
-from mtl_backends.policy.network import PolicyNetwork
+from mtl_backends.policy.network import PolicyNetwork, SetPolicyNetwork, network_from_spec
 from mtl_backends.policy.runtime import Policy
 
 
 def save_policy(
     path: str | Path,
-    network: PolicyNetwork,
+    network: PolicyNetwork | SetPolicyNetwork,
     sidecar: Mapping[str, Any],
     obs_mean: Tensor | np.ndarray | None = None,
     obs_var: Tensor | np.ndarray | None = None,
@@ -35,7 +34,7 @@ def save_policy(
 
     Args:
         path: Folder (created if missing).
-        network: The deterministic actor.
+        network: The deterministic actor (an MLP of one ``T`` or a set network of any ``T``).
         sidecar: From ``build_sidecar`` (or ``IGBEnv.policy_sidecar``); ``network`` and ``versions``
             are filled in here.
         obs_mean: Observation running mean (with ``obs_var``: enables normalisation; the sidecar's
@@ -51,7 +50,8 @@ def save_policy(
     folder = Path(path)
     out = dict(sidecar)
     out.setdefault("format", FORMAT)
-    out.setdefault("format_version", FORMAT_VERSION)
+    # Set networks exist from format version 2 on; MLP sidecars keep version 1.
+    out.setdefault("format_version", 2 if isinstance(network, SetPolicyNetwork) else 1)
     out.setdefault("versions", versions())
     out["network"] = network.spec()
     if (obs_mean is None) != (obs_var is None):
@@ -62,6 +62,11 @@ def save_policy(
     if obs_mean is not None and obs_var is not None:
         mean = torch.as_tensor(np.asarray(obs_mean, dtype=np.float64)).reshape(-1)
         var = torch.as_tensor(np.asarray(obs_var, dtype=np.float64)).reshape(-1)
+        if isinstance(network, SetPolicyNetwork):
+            raise ValueError(
+                "set networks take unnormalised observations (their input scales are part of "
+                "the weights); obs_mean/obs_var cannot be given"
+            )
         if mean.shape != (network.sizes[0],) or var.shape != mean.shape:
             raise ValueError(f"obs_mean/obs_var must have {network.sizes[0]} entries")
         tensors["obs_mean"], tensors["obs_var"] = mean, var
@@ -103,8 +108,14 @@ def load_policy(path: str | Path) -> Policy:
         raise ValueError(
             f"{folder}: obs_normalization in the sidecar and obs_mean/obs_var tensors disagree"
         )
-    network = PolicyNetwork.from_spec(sidecar["network"])
-    network.load_state_dict(tensors, strict=True)
+    network = network_from_spec(sidecar["network"])
+    try:
+        network.load_state_dict(tensors, strict=True)
+    except RuntimeError as err:
+        raise ValueError(
+            f"{weights_path}: the tensors do not fit the sidecar's network {sidecar['network']}: "
+            f"{err}"
+        ) from None
     network.eval()
     return Policy(network, sidecar, obs_mean, obs_var)
 

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from mtl_backends.features import FeatureSpec
-from mtl_backends.policy.network import PolicyNetwork
+from mtl_backends.policy.network import PolicyNetwork, SetPolicyNetwork
 
 
 @dataclass
@@ -24,20 +24,22 @@ class Policy:
         obs_var: Running variance of the observations (float64), or ``None``.
     """
 
-    network: PolicyNetwork
+    network: PolicyNetwork | SetPolicyNetwork
     sidecar: dict[str, Any]
     obs_mean: Tensor | None = None
     obs_var: Tensor | None = None
 
     @property
-    def n_tasks(self) -> int:
-        """Number of tasks ``T``."""
-        return int(self.sidecar["n_tasks"])
+    def n_tasks(self) -> int | None:
+        """Number of tasks ``T`` the policy runs at (``None``: any, a set network)."""
+        value = self.sidecar["n_tasks"]
+        return None if value is None else int(value)
 
     @property
-    def obs_dim(self) -> int:
-        """Length of the observation."""
-        return int(self.sidecar["obs_dim"])
+    def obs_dim(self) -> int | None:
+        """Length of the observation (``None``: ``F · T + G`` for any ``T``)."""
+        value = self.sidecar["obs_dim"]
+        return None if value is None else int(value)
 
     @property
     def feature_spec(self) -> FeatureSpec:
@@ -75,9 +77,14 @@ class Policy:
         return x.clamp(-clip, clip).to(torch.float32)
 
     def act(self, obs: np.ndarray | Tensor) -> Tensor:
-        """Deterministic action (float32, in ``[-1, 1]``) for one observation."""
+        """Deterministic action (float32, in ``[-1, 1]``) for one observation.
+
+        Raises:
+            ValueError: An observation of the wrong length (for a set network: not ``F · T + G``
+                for any ``T``).
+        """
         x = torch.as_tensor(obs).detach().to("cpu").reshape(-1)
-        if x.shape != (self.obs_dim,):
+        if self.obs_dim is not None and x.shape != (self.obs_dim,):
             raise ValueError(
                 f"observation must have {self.obs_dim} entries, got shape {tuple(x.shape)}"
             )

@@ -36,9 +36,11 @@ class PolicyWeighting(LossWeighting):
     It decides where the env decides: at the first step after the base window, then every
     ``K = steps_per_action`` steps, it maps the current features (``GapTracker.features()``) to an
     action, which it holds for K steps; every step maps the held action through the action map with
-    the current gaps (``residual``) or alone (``absolute``). Before the base losses exist the
-    weights are 1, and until the first decision the held action is 0. Transform ``log``; weights
-    sum to T. An env episode replayed through it gives the same weights, bit for bit.
+    the current gaps and losses (``residual``, ``interp``) or alone (``absolute``). Before the base
+    losses exist the weights are 1, and until the first decision the held action is 0. Transform
+    ``log``; weights sum to T. An env episode replayed through it gives the same weights, bit for
+    bit. A policy with a set network (``n_tasks`` ``None``) runs at any T; an MLP policy only at the
+    T it was trained with.
 
     In ``MTLTrainer`` the run's gap tracker must use the policy's feature settings
     (``feature_spec``; the trainer takes it from the weighting when ``features`` is not given).
@@ -65,7 +67,8 @@ class PolicyWeighting(LossWeighting):
     ) -> None:
         self.path = Path(path)
         self.policy = load_policy(self.path)
-        self.n_tasks = self.policy.n_tasks
+        # The run's T (a set policy learns it at reset() or at the first update()).
+        self._run_tasks: int | None = self.policy.n_tasks
         self.feature_spec = self.policy.feature_spec
         self.steps_per_action = self.policy.steps_per_action
         self.action_mode = self.policy.action_mode
@@ -97,12 +100,13 @@ class PolicyWeighting(LossWeighting):
     # -- LossWeighting --------------------------------------------------------------------------
     def reset(self, n_tasks: int, generator: torch.Generator | None = None) -> None:
         """Start a new run; refuses a run whose number of tasks differs from the policy's."""
-        if n_tasks != self.policy.n_tasks:
+        if self.policy.n_tasks is not None and n_tasks != self.policy.n_tasks:
             raise PolicyMismatchError(
                 f"policy {str(self.path)!r} does not fit this run: n_tasks: the policy was trained "
                 f"with T={self.policy.n_tasks}, the run has T={n_tasks}"
             )
         self.generator = generator
+        self.n_tasks = self._run_tasks = int(n_tasks)
         self._held.hold(None, n_tasks)
         self._checked = None
         self.tracker = None
@@ -124,23 +128,28 @@ class PolicyWeighting(LossWeighting):
             if step >= first and (
                 self._held.action is None or is_decision_step(step, first, self.steps_per_action)
             ):
-                self._held.hold(self.policy.act(progress.features()), self.n_tasks)
+                self._held.hold(self.policy.act(progress.features()), progress.n_tasks)
         return self._held.weights(progress)
 
     def state_dict(self) -> dict[str, Any]:
         """The held action and ``update``'s tracker and step."""
         return {
             "action": None if self._held.action is None else self._held.action.clone(),
+            "n_tasks": self._run_tasks,
             "step": self._step,
             "tracker": None if self.tracker is None else self.tracker.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what ``state_dict`` returned."""
-        self._held.hold(state["action"], self.n_tasks)
+        run_tasks = state.get("n_tasks", self.policy.n_tasks)
+        self._run_tasks = None if run_tasks is None else int(run_tasks)
+        if state["action"] is not None and self._run_tasks is None:
+            raise ValueError("a held action needs the run's n_tasks in the state")
+        self._held.hold(state["action"], self._run_tasks or 0)
         self._step = int(state["step"])
         if state["tracker"] is not None:
-            self._ensure_tracker().load_state_dict(state["tracker"])
+            self._ensure_tracker(self._run_tasks or 0).load_state_dict(state["tracker"])
 
     # -- checks ---------------------------------------------------------------------------------
     def _mismatches(
@@ -152,7 +161,11 @@ class PolicyWeighting(LossWeighting):
     ) -> list[str]:
         problems = []
         side = self.policy.sidecar
-        if n_tasks is not None and n_tasks != self.policy.n_tasks:
+        if (
+            n_tasks is not None
+            and self.policy.n_tasks is not None
+            and n_tasks != self.policy.n_tasks
+        ):
             problems.append(
                 f"n_tasks: the policy was trained with T={self.policy.n_tasks}, "
                 f"the run has T={n_tasks}"
@@ -163,7 +176,7 @@ class PolicyWeighting(LossWeighting):
             )
         if features is not None:
             mine = self.feature_spec
-            for name in ("history", "ema"):
+            for name in ("history", "ema", "table"):
                 if getattr(features, name) != getattr(mine, name):
                     problems.append(
                         f"features: {name} is {getattr(mine, name)!r} in the policy but "
@@ -230,15 +243,16 @@ class PolicyWeighting(LossWeighting):
             )
 
     # -- users' own loops -----------------------------------------------------------------------
-    def _ensure_tracker(self) -> GapTracker:
+    def _ensure_tracker(self, n_tasks: int) -> GapTracker:
         if self.tracker is None:
             if self._base_window is None:
                 raise ValueError(
                     "the policy's base window is the second epoch of its training runs; pass "
                     "base_window=(start, end) to PolicyWeighting for update()"
                 )
+            self._run_tasks = n_tasks
             self.tracker = GapTracker(
-                self.n_tasks,
+                n_tasks,
                 base_window=self._base_window,
                 lower_bounds=self._lower_bounds,
                 total_steps=self._total_steps,
@@ -259,15 +273,15 @@ class PolicyWeighting(LossWeighting):
         Returns:
             The weights ``[T]`` (float32, detached, on the device of ``losses``; sum ``T``).
         """
-        tracker = self._ensure_tracker()
         given = torch.as_tensor(losses).detach()
         raw = given.to("cpu", torch.float64).reshape(-1)
-        if raw.shape != (self.n_tasks,):
+        expected = self.tracker.n_tasks if self.tracker is not None else self.policy.n_tasks
+        if expected is not None and raw.shape != (expected,):
             raise PolicyMismatchError(
-                f"policy {str(self.path)!r}: n_tasks: the policy was trained with "
-                f"T={self.n_tasks}, "
+                f"policy {str(self.path)!r}: n_tasks: the run has T={expected}, "
                 f"update() got {raw.numel()} losses"
             )
+        tracker = self._ensure_tracker(raw.numel())
         tracker.update(raw, self._step, 1.0 if lr is None else float(lr))
         weights = self._weights(tracker, self._step)
         tracker.record_weights(weights)

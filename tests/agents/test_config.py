@@ -14,6 +14,7 @@ from agents.config import (
     VEC_ENVS,
     AgentConfig,
     get_algorithm,
+    group_env_configs,
     load_agent_config,
     resolve_env_config,
 )
@@ -72,7 +73,14 @@ def test_get_algorithm() -> None:
     ("changes", "message"),
     [
         ({"algorithm": "ddpg"}, "unknown algorithm 'ddpg'; valid choices: ppo, sac, td3, a2c"),
-        ({"vec_env": "threads"}, "unknown vec_env 'threads'; valid choices: dummy, subproc"),
+        ({"vec_env": "threads"},
+         "unknown vec_env 'threads'; valid choices: dummy, subproc, batched"),
+        ({"policy": "lstm"}, "unknown policy 'lstm'; valid choices: mlp, set"),
+        ({"env_groups": ({"benchmark": {"n_tasks": 2}},)}, "env_groups need policy: set"),
+        ({"policy": "set", "algorithm": "sac"}, "policy 'set' trains with ppo or a2c, not 'sac'"),
+        ({"policy": "set", "policy_kwargs": {"net_arch": [8]}},
+         "policy 'set' does not take policy_kwargs net_arch; valid keys: hidden, activation_fn"),
+        ({"policy": "set", "env_groups": (3,)}, "env_groups[0] must be a mapping of env settings"),
         ({"n_envs": 0}, "n_envs must be >= 1, got 0"),
         ({"total_timesteps": 0}, "total_timesteps must be >= 1, got 0"),
         ({"time_budget_s": 0.0}, "time_budget_s must be positive or null, got 0.0"),
@@ -99,7 +107,29 @@ def test_valid_edge_values() -> None:
     for algorithm in ("sac", "td3"):
         config = AgentConfig(algorithm=algorithm, hyperparameters={"action_noise_std": 0.2})
         assert config.hyperparameters == {"action_noise_std": 0.2}
-    assert set(VEC_ENVS) == {"dummy", "subproc"}
+    assert set(VEC_ENVS) == {"dummy", "subproc", "batched"}
+    set_policy = AgentConfig(policy="set", env_groups=({"benchmark": {"n_tasks": 2}},))
+    # The MLP default policy_kwargs become the set policy's defaults; explicit ones stay.
+    assert set_policy.policy_kwargs == {"hidden": 64, "log_std_init": -1.0}
+    assert AgentConfig(policy="set", policy_kwargs={"hidden": 8}).policy_kwargs == {"hidden": 8}
+
+
+def test_env_groups_merge_over_env_key_by_key() -> None:
+    config = AgentConfig(
+        policy="set",
+        env={"preset": "smoke", "train": {"lr": 0.01}},
+        env_groups=({"benchmark": {"n_tasks": 2}}, {"benchmark": {"n_tasks": 5}, "tau": 2.0}),
+    )
+    first, second = group_env_configs(config)
+    assert first["benchmark"]["n_tasks"] == 2 and second["benchmark"]["n_tasks"] == 5
+    # The smoke preset's other benchmark arguments and the env's train settings survive.
+    for group in (first, second):
+        assert group["benchmark"]["input_dim"] == 20 and group["train"]["lr"] == 0.01
+    assert (first["tau"], second["tau"]) == (1.0, 2.0)
+    assert group_env_configs(AgentConfig(env={"preset": "smoke"}))[0]["benchmark"]["n_train"] == 200
+    bad = AgentConfig(policy="set", env_groups=({"steps_per_action": 0},))
+    with pytest.raises(ConfigError, match=r"env_groups\[0\]: steps_per_action must be >= 1"):
+        group_env_configs(bad)
 
 
 def test_load_agent_config(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ def test_shipped_policy_matches_the_synthetic_setting_of_the_main_comparison(
 ) -> None:
     weighting = PolicyWeighting(policy)
     sidecar = weighting.policy.sidecar
-    assert (weighting.n_tasks, weighting.steps_per_action, weighting.action_mode) == (
+    assert (weighting.policy.n_tasks, weighting.steps_per_action, weighting.action_mode) == (
         3,
         25,
         "residual",

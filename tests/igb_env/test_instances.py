@@ -10,8 +10,9 @@ import pytest
 
 from igb_env import make_env
 from igb_env.config import held_out_config, load_env_config
-from igb_env.instances import InstanceSampler, InstanceSet
-from mtl_backends.benchmarks import Synthetic
+from igb_env.instances import BenchmarkCache, InstanceSampler, InstanceSet
+from igb_env.vector import BatchedIGBEnv
+from mtl_backends.benchmarks import Synthetic, instance_kwargs, make_benchmark
 from mtl_backends.registry import ConfigError
 
 SMALL: dict[str, Any] = {
@@ -137,3 +138,37 @@ def test_held_out_set_is_separate() -> None:
 def test_sampler_rejects_bad_orders() -> None:
     with pytest.raises(ConfigError):
         InstanceSampler([1], "shuffle")
+
+
+def test_variation_may_name_a_family() -> None:
+    cfg = load_env_config({"preset": "smoke", "variation": "wide", "instance_set": [4, 5]})
+    assert cfg.variation == "wide"
+    assert load_env_config(cfg.to_dict()) == cfg
+    cache = BenchmarkCache(cfg.benchmark, variation=cfg.variation)
+    for instance in (4, 5):
+        want = instance_kwargs(Synthetic, cfg.benchmark, instance, variation="wide")
+        assert cache.kwargs_for(instance) == want and "kinds" in want
+    env = make_env(cfg.to_dict())
+    _, info = env.reset(options={"instance": 5})
+    assert info["instance"] == 5
+    bench = env._benchmarks.get(5)
+    assert bench.config() == make_benchmark("synthetic", **cache.kwargs_for(5)).config()
+    assert bench.config()["kinds"] == cache.kwargs_for(5)["kinds"]
+    # true is the default family, false none
+    assert BenchmarkCache(cfg.benchmark, variation=True).kwargs_for(4) == instance_kwargs(
+        Synthetic, cfg.benchmark, 4, variation="default"
+    )
+    assert "scales" not in BenchmarkCache(cfg.benchmark, variation=False).kwargs_for(4)
+
+
+def test_an_unknown_variation_family_is_refused_when_the_env_is_built() -> None:
+    message = "unknown variation family 'broad'; valid choices: default, wide"
+    with pytest.raises(ValueError, match=message):
+        make_env({"preset": "smoke", "variation": "broad"})
+    with pytest.raises(ValueError, match=message):
+        BatchedIGBEnv(2, {"preset": "smoke", "variation": "broad"})
+    with pytest.raises(ValueError, match=message):
+        BenchmarkCache(load_env_config({"preset": "smoke"}).benchmark, variation="broad").get(0)
+    # neither true/false nor a family name
+    with pytest.raises(ConfigError, match="variation"):
+        load_env_config({"preset": "smoke", "variation": 1})

@@ -11,18 +11,31 @@ import pytest
 import torch
 
 from igb_env import make_env
+from igb_env.batched import BatchedEpisodes
+from igb_env.config import load_env_config
 from igb_env.env import IGBEnv
+from igb_env.episode import Episode, HeldActionWeighting
+from igb_env.instances import BenchmarkCache
 from igb_env.vector import BatchedIGBEnv
 from mtl_backends.registry import ConfigError
+from mtl_backends.weightings import make_weighting
 
 # 60-step runs, a 10-step base window, K = 10: 5 env steps per episode; T = 3.
 SMOKE: dict[str, Any] = {"preset": "smoke"}
 # The same with drawn task scales, noise floors and label fractions (masked targets).
 VARIED: dict[str, Any] = {"preset": "smoke", "variation": True}
+# The interp map (T + 2 action entries) observing feature table v2; then on the wide family
+# (classification tasks among them).
+INTERP: dict[str, Any] = {"preset": "smoke", "action_mode": "interp", "feature_table": "v2"}
+WIDE: dict[str, Any] = {**INTERP, "variation": "wide"}
 INSTANCES = [1000, 1001, 1002, 1003]
 # Rewards are differences of log validation losses (about 1e-2): the stacked trainer's float
 # rounding (~1e-7 relative on losses) moves them by up to ~1e-6 absolute.
 REWARD_ATOL = 2e-6
+# Observations: the log-gap changes are 10 x a difference of log gaps, so that rounding shows as
+# up to ~1e-6 absolute there, and up to ~1.5e-6 on the wide family's instances (scales up to
+# 1000, cross-entropy), which get 3 x OBS_ATOL.
+OBS_ATOL = 1e-6
 
 
 def _actions(steps: int, n: int, dim: int = 3, seed: int = 0) -> np.ndarray:
@@ -37,20 +50,30 @@ def _singles(config: dict[str, Any], instances: list[int]) -> tuple[list[IGBEnv]
     return envs, obs
 
 
-@pytest.mark.parametrize("config", [SMOKE, VARIED], ids=["smoke", "varied"])
-def test_equals_separate_envs_on_the_same_instances(config: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("config", "obs_atol"),
+    [(SMOKE, OBS_ATOL), (VARIED, OBS_ATOL), (INTERP, OBS_ATOL), (WIDE, 3 * OBS_ATOL)],
+    ids=["smoke", "varied", "interp", "interp_wide"],
+)
+def test_equals_separate_envs_on_the_same_instances(
+    config: dict[str, Any], obs_atol: float
+) -> None:
     batched = BatchedIGBEnv(len(INSTANCES), config, adam="foreach")
     obs, info = batched.reset(options={"instances": INSTANCES})
     singles, single_obs = _singles(config, INSTANCES)
-    np.testing.assert_allclose(obs, single_obs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(obs, single_obs, rtol=1e-5, atol=obs_atol)
     assert list(info["instance"]) == INSTANCES
+    assert batched.action_dim == singles[0].action_dim
+    assert batched.observation_names == singles[0].observation_names
+    if config.get("feature_table") == "v2":
+        assert batched.observation_names[-3:] == ["n_tasks", "progress", "lr_ratio"]
     returns_b, returns_s = np.zeros(len(INSTANCES)), np.zeros(len(INSTANCES))
-    for t, actions in enumerate(_actions(5, len(INSTANCES))):
+    for t, actions in enumerate(_actions(5, len(INSTANCES), dim=batched.action_dim)):
         obs, rewards, terminated, truncated, info = batched.step(actions)
         for i, env in enumerate(singles):
             o, r, term, trunc, inf = env.step(actions[i])
             if t < 3:
-                np.testing.assert_allclose(obs[i], o, rtol=1e-5, atol=1e-6)
+                np.testing.assert_allclose(obs[i], o, rtol=1e-5, atol=obs_atol)
                 assert rewards[i] == pytest.approx(r, rel=1e-5, abs=REWARD_ATOL)
                 np.testing.assert_allclose(info["weights"][i], inf["weights"], rtol=1e-5)
                 np.testing.assert_allclose(info["val_losses"][i], inf["val_losses"], rtol=1e-5)
@@ -219,3 +242,39 @@ def test_reset_options_are_checked() -> None:
         env.reset(options={"instances": [1, 2, 3]})
     with pytest.raises(RuntimeError, match="reset"):
         BatchedIGBEnv(2, SMOKE).step(np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize(
+    ("mode", "table"), [("absolute", "v1"), ("residual", "v1"), ("interp", "v1"), ("interp", "v2")]
+)
+def test_a_slot_without_a_held_action_maps_the_zero_action(mode: str, table: str) -> None:
+    """Advanced before any action is held, each slot applies the map's zero action exactly as
+    ``Episode`` (``HeldAction`` with nothing held) does: SI for ``absolute``, IGBv1 for
+    ``residual`` and ``interp`` (whose prepared zero action is p = 0, q = 1, not q = 0)."""
+    cfg = load_env_config({**SMOKE, "action_mode": mode, "feature_table": table})
+    instances = [1000, 1001]
+    cache = BenchmarkCache(cfg.benchmark, size=len(instances))
+    engine = BatchedEpisodes(cfg, len(instances), cache, adam="foreach")
+    engine.start(instances)
+    assert all(h.prepared is None for h in engine.held)
+    outcome = engine.advance()
+    engine.absorb()
+    reference = "si" if mode == "absolute" else "igbv1"
+    for i, instance in enumerate(instances):
+        bench = cache.get(instance)
+        single = Episode(cfg, bench, HeldActionWeighting(mode, cfg.tau), instance)
+        single.start()
+        expected = single.advance()
+        np.testing.assert_allclose(outcome.weights[i], expected.weights, rtol=1e-5)
+        assert outcome.rewards[i] == pytest.approx(expected.reward, rel=1e-5, abs=REWARD_ATOL)
+        np.testing.assert_allclose(
+            engine.observations()[i], single.observation(), rtol=1e-5, atol=1e-6
+        )
+        # ... which is the registered weighting's run on the same instance.
+        baseline = Episode(cfg, bench, make_weighting(reference), instance)
+        baseline.start()
+        np.testing.assert_allclose(outcome.weights[i], baseline.advance().weights, rtol=1e-5)
+        if mode == "absolute":
+            np.testing.assert_allclose(outcome.weights[i], 1.0, rtol=1e-6)
+        else:  # IGBv1 is not SI here: the gaps differ across tasks
+            assert np.abs(outcome.weights[i] - 1.0).max() > 1e-3

@@ -145,3 +145,74 @@ def test_tracker_snapshots_exactly_at_decision_points(
             assert len(past) == len(tracker.history)
             assert all(torch.equal(a, b) for a, b in zip(past, tracker.history, strict=True))
     assert snapshots == math.ceil((30 - base_end) / stride)
+
+
+def test_noise_is_tracked_only_with_table_v2() -> None:
+    rows = [[1.0, 2.0], [0.5, 1.0], [0.8, 0.4], [0.2, 0.3]]
+    v1 = GapTracker(2, base_window=(0, 1), spec=FeatureSpec(ema=0.5))
+    v2 = GapTracker(2, base_window=(0, 1), spec=FeatureSpec(ema=0.5, table="v2"))
+    _feed(v1, rows[:1])
+    _feed(v2, rows[:1])
+    assert v1.noise is None and v2.noise is None  # no gaps yet
+    for step, row in enumerate(rows[1:], start=1):
+        for tracker in (v1, v2):
+            tracker.update(torch.tensor(row), step, 1.0)
+        assert v1.noise is None
+        assert v2.noise is not None and v2.noise.dtype == torch.float64
+        # the rest of the state is v1's, bit for bit
+        assert v1.smoothed_gaps is not None and v2.smoothed_gaps is not None
+        assert torch.equal(v1.smoothed_gaps, v2.smoothed_gaps)
+    assert "noise" in v1.state_dict() and v1.state_dict()["noise"] is None
+
+
+def test_noise_is_the_ema_of_the_log_deviation_from_the_smoothed_gap() -> None:
+    """Base 1, EMA 0.5. Step 1: gap 0.5 = EMA, deviation 0, noise 0. Step 2: gap 0.125, EMA
+    0.3125, deviation log 2.5, noise log(2.5) / 2. Step 3: gap 2, EMA 1.15625, deviation
+    log(2 / 1.15625), noise log(2.5) / 4 + log(2 / 1.15625) / 2."""
+    tracker = GapTracker(1, base_window=(0, 1), spec=FeatureSpec(ema=0.5, table="v2"))
+    _feed(tracker, [[1.0], [0.5]])
+    assert tracker.noise is not None and tracker.noise.tolist() == [0.0]
+    tracker.update(torch.tensor([0.125]), 2, 1.0)
+    assert tracker.noise.tolist() == pytest.approx([math.log(2.5) / 2], rel=1e-12)
+    tracker.update(torch.tensor([2.0]), 3, 1.0)
+    expected = math.log(2.5) / 4 + math.log(2.0 / 1.15625) / 2
+    assert tracker.noise.tolist() == pytest.approx([expected], rel=1e-12)
+    # Without smoothing the gap is its own EMA: no noise at all.
+    raw = GapTracker(1, base_window=(0, 1), spec=FeatureSpec(ema=0.0, table="v2"))
+    _feed(raw, [[1.0], [0.5], [0.125], [2.0]])
+    assert raw.noise is not None and raw.noise.tolist() == [0.0]
+
+
+def test_v2_state_round_trip_keeps_the_noise_exactly() -> None:
+    spec = FeatureSpec(stride=2, ema=0.7, table="v2")
+    a = GapTracker(2, base_window=(0, 2), spec=spec)
+    _feed(a, [[1.0, 2.0], [2.0, 3.0], [1.0, 1.0], [0.5, 0.7], [0.2, 0.3], [0.9, 0.1]])
+    state = a.state_dict()
+    assert a.noise is not None and torch.equal(state["noise"], a.noise)
+    b = GapTracker(2, base_window=(0, 2), spec=spec)
+    b.load_state_dict(state)
+    assert b.noise is not None and torch.equal(b.noise, a.noise)
+    np.testing.assert_array_equal(a.features(), b.features())
+    for step, row in enumerate([[0.1, 0.4], [0.3, 0.2]], start=6):
+        a.update(torch.tensor(row), step, 1.0)
+        b.update(torch.tensor(row), step, 1.0)
+        assert torch.equal(a.noise, b.noise)
+        np.testing.assert_array_equal(a.features(), b.features())
+    # The saved state is a copy: the tracker's later updates do not change it.
+    assert not torch.equal(state["noise"], a.noise)
+
+
+def test_a_state_saved_before_the_noise_existed_loads() -> None:
+    """A v1 tracker's state (or one saved before ``noise`` was added) restores no noise."""
+    a = GapTracker(2, base_window=(0, 1), spec=FeatureSpec(ema=0.5, table="v2"))
+    _feed(a, [[1.0, 2.0], [0.5, 1.0], [0.4, 1.5]])
+    old = a.state_dict()
+    del old["noise"]
+    b = GapTracker(2, base_window=(0, 1), spec=FeatureSpec(ema=0.5, table="v2"))
+    b.load_state_dict(old)
+    assert b.noise is None
+    b.update(torch.tensor([0.3, 0.6]), 3, 1.0)
+    assert b.noise is not None  # restarts from the current deviation
+    assert b.gaps is not None and b.smoothed_gaps is not None
+    expected = np.abs(np.log(b.gaps.numpy()) - np.log(b.smoothed_gaps.numpy()))
+    np.testing.assert_array_equal(b.noise.numpy(), expected)

@@ -113,3 +113,41 @@ def test_instances_are_different_problems_and_repeat_exactly() -> None:
 
     assert torch.equal(data(1), data(1))
     assert not torch.equal(data(1), data(2))
+
+
+def test_variation_may_name_a_family() -> None:
+    spec = MethodSpec("synthetic", {"n_train": 60, "n_tasks": 4})
+    wide = instance_kwargs(Synthetic, spec, 7, variation="wide")
+    rng = np.random.default_rng(np.random.SeedSequence(7))
+    assert wide == Synthetic.sample_variation(rng, family="wide", n_train=60, n_tasks=4)
+    assert len(wide["kinds"]) == 4 and set(wide["kinds"]) <= set(Synthetic.KINDS)
+    # True is the default family, and so is its name.
+    default = instance_kwargs(Synthetic, spec, 7, variation=True)
+    assert instance_kwargs(Synthetic, spec, 7, variation="default") == default
+    assert "kinds" not in default and default != wide
+    assert instance_seeded(Synthetic, MethodSpec("synthetic", {"seed": 4}), variation="wide")
+    assert instance_seeded(Toy, MethodSpec("toy"), variation="wide")
+
+
+def test_an_unknown_variation_family_names_the_valid_ones() -> None:
+    with pytest.raises(
+        ValueError, match="unknown variation family 'broad'; valid choices: default, wide"
+    ):
+        instance_kwargs(Synthetic, MethodSpec("synthetic"), 0, variation="broad")
+    with pytest.raises(NotImplementedError, match="Toy defines no sample_variation"):
+        instance_kwargs(Toy, MethodSpec("toy"), 0, variation="wide")
+
+
+@settings(max_examples=25, deadline=None)
+@given(instance=st.integers(0, 2**31 - 1))
+def test_wide_variations_lie_in_the_declared_ranges(instance: int) -> None:
+    kwargs = instance_kwargs(Synthetic, MethodSpec("synthetic"), instance, variation="wide")
+    ranges = Synthetic.WIDE_RANGES
+    assert kwargs["n_tasks"] == 3 and len(kwargs["kinds"]) == 3
+    for s, n, f in zip(kwargs["scales"], kwargs["noise"], kwargs["fractions"], strict=True):
+        assert ranges["scales"][0] <= s <= ranges["scales"][1]
+        assert n == 0.0 or ranges["noise"][0] * s <= n <= ranges["noise"][1] * s
+        assert f == 1.0 or ranges["fractions"][0] <= f <= ranges["fractions"][1]
+    assert ranges["relatedness"][0] <= kwargs["relatedness"] <= ranges["relatedness"][1]
+    bench = Synthetic(**{**kwargs, **SMALL})  # every draw builds, with the typed layout
+    assert bench.split("train").targets.shape == (60, 3, SMALL["output_dim"] + 2)

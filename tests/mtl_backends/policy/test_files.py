@@ -52,7 +52,7 @@ def test_invalid_policies_rejected(tmp_path):
     path = random_policy(tmp_path / "p")
     side = json.loads((path / "policy.json").read_text())
     for key, value, match in (
-        ("format_version", 2, "format_version"),
+        ("format_version", 3, "format_version"),
         ("action_map", {"mode": "residual", "version": 9, "tau": 1.0}, "version"),
         ("obs_dim", 21, "obs_dim"),
     ):

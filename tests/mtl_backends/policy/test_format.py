@@ -50,7 +50,8 @@ def test_build_sidecar_fields() -> None:
         task_names=["a", "b", "c", "d"],
     )
     assert side["format"] == FORMAT == "igb-policy"
-    assert side["format_version"] == FORMAT_VERSION == 1
+    # MLP policies of one T keep format version 1; version 2 adds set networks (any T).
+    assert side["format_version"] == 1 and FORMAT_VERSION == 2
     assert side["n_tasks"] == 4 and side["obs_dim"] == 4 * 4 + 2
     assert side["action_map"] == {"mode": "absolute", "version": 1, "tau": 3.0}
     assert type(side["action_map"]["tau"]) is float
@@ -87,8 +88,8 @@ def test_another_format_is_refused() -> None:
 
 def test_another_format_version_is_refused() -> None:
     side = _valid()
-    side["format_version"] = 2
-    _refused(side, "policy format_version 2 is not supported (this library reads version 1)")
+    side["format_version"] = 3
+    _refused(side, "policy format_version 3 is not supported (this library reads versions 1, 2)")
 
 
 @pytest.mark.parametrize("missing", [["network"], ["n_tasks", "network"], ["algorithm"]])

@@ -466,3 +466,26 @@ def test_the_mlp_fast_path_equals_the_torch_func_route(monkeypatch: pytest.Monke
     )
     for name, p in fast._params.items():
         torch.testing.assert_close(p, slow._params[name], rtol=1e-5, atol=1e-7)
+
+
+def test_synthetic_instances_of_mixed_task_kinds_stack() -> None:
+    """Typed synthetic instances (classification and regression tasks in any mix, with or without
+    label fractions) share one losses function and stack; an untyped instance does not fit."""
+    kinds: list[dict[str, Any]] = [
+        {"kinds": ["regression", "classification", "regression"]},
+        {"kinds": ["classification", "classification", "regression"], "fractions": [0.5, 1, 1]},
+        {"kinds": ["regression"] * 3},
+        {"kinds": ["classification"] * 3, "fractions": [1.0, 0.4, 0.7]},
+    ]
+    benchmarks = [small(s, **k) for s, k in zip(SEEDS, kinds, strict=True)]
+    stacked = StackedTrainer(benchmarks, SEEDS, CONFIG, "log")
+    refs = [reference("log", s, CONFIG, **k) for s, k in zip(SEEDS, kinds, strict=True)]
+    loss_dev = 0.0
+    for w in random_weights(12, len(SEEDS)):
+        result = stacked.step(w)
+        for i, ref in enumerate(refs):
+            loss_dev = max(loss_dev, loss_deviation(result.losses[i], ref.step(w[i]).losses))
+    print(f"\n[mixed kinds] max rel loss dev {loss_dev:.3g}")
+    assert loss_dev <= RTOL
+    with pytest.raises(ValueError, match="slots must share split sizes and data shapes"):
+        stacked.reset_slot(0, small(5), 5)
