@@ -105,6 +105,9 @@ class AgentConfig:
             of the two limits comes first. Wall-clock stopping depends on the machine, so the
             timesteps actually done are recorded in ``training.json``.
         n_envs: Number of parallel envs (per env group).
+        group_processes: Run each env group of a set policy in its own worker process (one
+            torch thread each), so that the groups step in parallel; the results are the same
+            as in one process (``vec_env: batched`` only).
         vec_env: ``dummy`` (one process), ``subproc`` (one process per env) or ``batched`` (all
             envs' MTL runs trained together in one process by ``igb_env.vector.BatchedIGBEnv``;
             several times more env steps per CPU-second; ``sum`` balancer only).
@@ -127,6 +130,7 @@ class AgentConfig:
     total_timesteps: int = 100_000
     time_budget_s: float | None = None
     n_envs: int = 2
+    group_processes: bool = False
     vec_env: str = "subproc"
     seed: int = 0
     env: Mapping[str, Any] = field(default_factory=dict)
@@ -168,6 +172,8 @@ class AgentConfig:
             raise ConfigError(
                 f"unknown policy {self.policy!r}; valid choices: {', '.join(POLICIES)}"
             )
+        if self.group_processes and (self.policy != "set" or self.vec_env != "batched"):
+            raise ConfigError("group_processes applies to policy: set with vec_env: batched")
         if self.policy == "mlp":
             if self.env_groups:
                 raise ConfigError(

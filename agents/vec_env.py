@@ -12,14 +12,17 @@ n_envs)`` (SB3's own ``seed + i`` would make neighbouring runs share sub-env see
 
 A set policy (``policy: set``) trains on several env groups at once (``env_groups``: e.g. one per
 T): ``n_envs`` sub-envs per group, joined by ``PaddedVecEnv`` in the padded layout of
-``agents.set_policy``.
+``agents.set_policy``; with ``group_processes`` each batched group runs in its own worker process
+(``WorkerVecEnv``), so the groups step in parallel on several cores.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import multiprocessing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from multiprocessing.connection import Connection
 from typing import Any
 
 import gymnasium as gym
@@ -288,6 +291,126 @@ class PaddedVecEnv(VecEnv):
         ]
 
 
+def _vec_worker(remote: Connection, parent: Connection, factory: Callable[[], VecEnv]) -> None:
+    """Serve one ``VecEnv`` in a worker process (one torch thread) until ``close``."""
+    parent.close()
+    torch.set_num_threads(1)
+    venv = factory()
+    try:
+        while True:
+            try:
+                cmd, data = remote.recv()
+            except EOFError:
+                break
+            if cmd == "spaces":
+                remote.send((venv.num_envs, venv.observation_space, venv.action_space))
+            elif cmd == "reset":
+                if data is not None:
+                    venv._seeds = list(data)
+                obs = venv.reset()
+                remote.send((obs, venv.reset_infos))
+            elif cmd == "step_async":
+                venv.step_async(data)
+            elif cmd == "step_wait":
+                remote.send(venv.step_wait())
+            elif cmd == "get_attr":
+                remote.send(venv.get_attr(data[0], data[1]))
+            elif cmd == "set_attr":
+                remote.send(venv.set_attr(data[0], data[1], data[2]))
+            elif cmd == "env_method":
+                remote.send(venv.env_method(data[0], *data[1], indices=data[3], **data[2]))
+            elif cmd == "is_wrapped":
+                remote.send(venv.env_is_wrapped(data[0], data[1]))
+            elif cmd == "close":
+                break
+            else:
+                raise NotImplementedError(f"unknown worker command {cmd!r}")
+    finally:
+        venv.close()
+        remote.close()
+
+
+class WorkerVecEnv(VecEnv):
+    """A whole ``VecEnv`` (e.g. one env group's ``BatchedVecEnv``) built and stepped in a worker.
+
+    ``step_async`` returns at once, so the groups of a ``PaddedVecEnv`` step in parallel, one
+    process (and one core) each; results equal the in-process group's bit for bit (the worker runs
+    the same code with one torch thread). Attribute and method calls are forwarded.
+
+    Args:
+        factory: Builds the ``VecEnv`` in the worker (picklable: a module-level function or a
+            ``functools.partial`` of one).
+    """
+
+    def __init__(self, factory: Callable[[], VecEnv]) -> None:
+        preload_workers()
+        context = multiprocessing.get_context("forkserver")
+        self._remote, worker = context.Pipe()
+        self._process = context.Process(
+            target=_vec_worker, args=(worker, self._remote, factory), daemon=True
+        )
+        self._process.start()
+        worker.close()
+        self._remote.send(("spaces", None))
+        n, obs_space, action_space = self._remote.recv()
+        self.render_mode = None
+        self._closed = False
+        super().__init__(n, obs_space, action_space)
+
+    def _call(self, cmd: str, data: Any = None) -> Any:
+        self._remote.send((cmd, data))
+        return self._remote.recv()
+
+    def reset(self) -> np.ndarray:
+        """Reset the worker's envs (with the seeds of ``seed()`` when set since the last reset)."""
+        seeds = None if all(s is None for s in self._seeds) else list(self._seeds)
+        obs, infos = self._call("reset", seeds)
+        self.reset_infos = infos
+        self._reset_seeds()
+        return np.asarray(obs)
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Send the actions; the worker steps while this process goes on."""
+        self._remote.send(("step_async", np.asarray(actions)))
+
+    def step_wait(self) -> VecEnvStepReturn:
+        """The worker's step results."""
+        result: VecEnvStepReturn = self._call("step_wait")
+        return result
+
+    def close(self) -> None:
+        """Stop the worker."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(BrokenPipeError, EOFError):  # the worker is already gone
+            self._remote.send(("close", None))
+        self._process.join(timeout=30)
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        """An attribute of each indexed sub-env of the worker."""
+        result: list[Any] = self._call("get_attr", (attr_name, indices))
+        return result
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        """Set an attribute of each indexed sub-env of the worker."""
+        self._call("set_attr", (attr_name, value, indices))
+
+    def env_method(
+        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **kwargs: Any
+    ) -> list[Any]:
+        """Call a method of each indexed sub-env of the worker."""
+        result: list[Any] = self._call("env_method", (method_name, method_args, kwargs, indices))
+        return result
+
+    def env_is_wrapped(
+        self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None
+    ) -> list[bool]:
+        """Whether each indexed sub-env of the worker is wrapped with ``wrapper_class``."""
+        result: list[bool] = self._call("is_wrapped", (wrapper_class, indices))
+        return result
+
+
 def make_worker_env(env_config: dict[str, Any]) -> gym.Env[np.ndarray, np.ndarray]:
     """The env of one worker (a module-level, picklable factory), with one torch thread.
 
@@ -309,9 +432,16 @@ def preload_workers() -> None:
     context.set_forkserver_preload(["torch", "stable_baselines3", "igb_env", "agents.vec_env"])
 
 
-def _group_vec_env(env_config: dict[str, Any], n_envs: int, kind: str) -> VecEnv:
-    """``n_envs`` sub-envs of one env configuration, vectorised as ``kind``."""
+def _group_vec_env(
+    env_config: dict[str, Any], n_envs: int, kind: str, process: bool = False
+) -> VecEnv:
+    """``n_envs`` sub-envs of one env configuration, vectorised as ``kind``.
+
+    ``process``: a batched group runs in its own worker process (``WorkerVecEnv``).
+    """
     if kind == "batched":
+        if process:
+            return WorkerVecEnv(functools.partial(BatchedVecEnv, env_config, n_envs))
         return BatchedVecEnv(env_config, n_envs)
     fns = [functools.partial(make_worker_env, env_config) for _ in range(n_envs)]
     if kind == "subproc":
@@ -347,7 +477,10 @@ def make_vec_env(config: AgentConfig) -> VecEnv:
     venv: VecEnv
     if config.policy == "set":
         configs = group_env_configs(config)
-        groups = [_group_vec_env(c, config.n_envs, config.vec_env) for c in configs]
+        groups = [
+            _group_vec_env(c, config.n_envs, config.vec_env, config.group_processes)
+            for c in configs
+        ]
         tasks = [int(g.get_attr("n_tasks", indices=[0])[0]) for g in groups]
         layout = padded_layout(configs, tasks)
         space = layout.observation_space(load_env_config(configs[0]).feature_spec)
@@ -363,6 +496,7 @@ __all__ = [
     "BatchedVecEnv",
     "PaddedVecEnv",
     "SeedSequenceVecEnv",
+    "WorkerVecEnv",
     "make_vec_env",
     "make_worker_env",
     "padded_layout",

@@ -60,7 +60,7 @@ class Cell:
             "benchmark": self.benchmark.spec_for(self.seed).to_dict(),
             "train": to_dict(self.train),
             "weighting": self.weighting.spec.to_dict(),
-            "weighting_files": _path_digests(self.weighting.kwargs),
+            "weighting_files": _path_digests(self.weighting.name, self.weighting.kwargs),
             "balancer": self.balancer.spec.to_dict(),
             "seed": self.seed,
             "selection": self.selection,
@@ -80,13 +80,14 @@ class Cell:
         return f"{self.weighting.display} + {self.balancer.display}"
 
 
-def _path_digests(kwargs: Mapping[str, Any]) -> dict[str, str]:
-    """Content digests of files named by a method's ``path`` argument (e.g. exported policies).
+def _path_digests(name: str, kwargs: Mapping[str, Any]) -> dict[str, str]:
+    """Content digests of the files a weighting reads (``data_path``: e.g. exported policies).
 
     A policy re-exported to the same folder then gives a new cell key instead of a stale result.
     """
     out: dict[str, str] = {}
-    value = kwargs.get("path")
+    cls = LOSS_WEIGHTINGS.get(name)
+    value = cls.data_path(kwargs) if cls is not None else kwargs.get("path")
     if not isinstance(value, str):
         return out
     path = Path(value).expanduser()

@@ -22,6 +22,32 @@ from mtl_backends.policy.format import (
 from mtl_backends.policy.network import PolicyNetwork, SetPolicyNetwork, network_from_spec
 from mtl_backends.policy.runtime import Policy
 
+SHIPPED_DIR = Path(__file__).with_name("shipped")
+"""Policies shipped inside the package (``mtl_backends/policy/shipped/<name>/``)."""
+DEFAULT_SHIPPED = "generalist"
+"""The shipped policy ``PolicyWeighting`` loads when no path is given."""
+
+
+def shipped_policies() -> list[str]:
+    """Names of the policies shipped inside the package."""
+    if not SHIPPED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / SIDECAR_FILE).is_file())
+
+
+def shipped_policy(name: str = DEFAULT_SHIPPED) -> Path:
+    """The folder of the shipped policy ``name`` (no download: it is package data).
+
+    Raises:
+        ValueError: No shipped policy has that name (the valid names are listed).
+    """
+    names = shipped_policies()
+    if name not in names:
+        raise ValueError(
+            f"no shipped policy {name!r}; valid choices: {', '.join(names) or '(none installed)'}"
+        )
+    return SHIPPED_DIR / name
+
 
 def save_policy(
     path: str | Path,
@@ -120,4 +146,11 @@ def load_policy(path: str | Path) -> Policy:
     return Policy(network, sidecar, obs_mean, obs_var)
 
 
-__all__ = ["load_policy", "save_policy"]
+__all__ = [
+    "DEFAULT_SHIPPED",
+    "SHIPPED_DIR",
+    "load_policy",
+    "save_policy",
+    "shipped_policies",
+    "shipped_policy",
+]

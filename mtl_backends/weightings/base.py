@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -50,6 +51,16 @@ class LossWeighting(ABC):
 
     transform: ClassVar[str] = "identity"
     label: ClassVar[str | None] = None
+
+    @classmethod
+    def data_path(cls, kwargs: Mapping[str, Any]) -> str | None:
+        """The file or folder the method built with ``kwargs`` reads (``None``: none).
+
+        Experiments hash its content into a run's key (a re-exported policy is a new result).
+        The default is the ``path`` argument.
+        """
+        value = kwargs.get("path")
+        return value if isinstance(value, str) else None
 
     def reset(self, n_tasks: int, generator: torch.Generator | None = None) -> None:
         """Prepare for a new run with ``n_tasks`` tasks; random draws come from ``generator``."""

@@ -7,7 +7,7 @@ decides when the policy acts and checks that it fits the run.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +18,7 @@ from mtl_backends.balancers import GRADIENT_BALANCERS
 from mtl_backends.features import FeatureSpec
 from mtl_backends.gaps import GapTracker, is_decision_step
 from mtl_backends.policy.action_maps import HeldAction
-from mtl_backends.policy.files import load_policy
+from mtl_backends.policy.files import DEFAULT_SHIPPED, load_policy, shipped_policy
 from mtl_backends.registry import ConfigError
 from mtl_backends.weightings.base import LossWeighting, StepContext
 
@@ -47,8 +47,14 @@ class PolicyWeighting(LossWeighting):
     ``check_run(trainer)`` refuses a mismatched run and warns about a different balancer. In a
     user's loop, ``update(losses, lr=...)`` feeds its own ``GapTracker``.
 
+    Without a ``path`` it loads a policy shipped inside the package: ``shipped`` names it
+    (``mtl_backends.policy.files.shipped_policies()``), by default ``generalist``, the
+    task-count-agnostic policy (``policies/README.md``), so ``make_weighting("policy")`` and
+    ``{name: policy}`` in a config work out of the box.
+
     Args:
-        path: Policy folder.
+        path: Policy folder (``None``: the shipped policy ``shipped``).
+        shipped: Name of a shipped policy (only without ``path``).
         base_window: Base window of ``update``'s tracker (default: the sidecar's).
         total_steps: Step budget of ``update``'s tracker (default: the sidecar's).
         lower_bounds: Loss lower bounds ``L*`` of ``update``'s tracker (default zeros).
@@ -60,12 +66,15 @@ class PolicyWeighting(LossWeighting):
 
     def __init__(
         self,
-        path: str | Path,
+        path: str | Path | None = None,
+        shipped: str | None = None,
         base_window: Sequence[int] | None = None,
         total_steps: int | None = None,
         lower_bounds: Sequence[float] | Tensor | None = None,
     ) -> None:
-        self.path = Path(path)
+        if path is not None and shipped is not None:
+            raise ConfigError("give a policy path or the name of a shipped policy, not both")
+        self.path = Path(path) if path is not None else shipped_policy(shipped or DEFAULT_SHIPPED)
         self.policy = load_policy(self.path)
         # The run's T (a set policy learns it at reset() or at the first update()).
         self._run_tasks: int | None = self.policy.n_tasks
@@ -86,6 +95,17 @@ class PolicyWeighting(LossWeighting):
         self._checked: int | None = None
         self.tracker: GapTracker | None = None
         self._step = 0
+
+    @classmethod
+    def data_path(cls, kwargs: Mapping[str, Any]) -> str | None:
+        """The policy folder: ``path``, or the shipped policy's folder."""
+        if kwargs.get("path") is not None:
+            return str(kwargs["path"])
+        shipped = kwargs.get("shipped") or DEFAULT_SHIPPED
+        try:
+            return str(shipped_policy(str(shipped)))
+        except ValueError:
+            return None  # reported when the weighting is built
 
     @classmethod
     def load(cls, path: str | Path, **kwargs: Any) -> PolicyWeighting:
