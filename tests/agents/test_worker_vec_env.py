@@ -30,12 +30,13 @@ SET_AGENT = AgentConfig(
 def _trajectory(config: AgentConfig, steps: int = 8) -> list[np.ndarray]:
     venv = make_vec_env(config)
     try:
-        out = [venv.reset()]
+        out = [np.asarray(venv.reset())]
         rng = np.random.default_rng(0)
+        width = int(np.prod(venv.action_space.shape or (1,)))
         for _ in range(steps):
-            actions = rng.uniform(-1, 1, (venv.num_envs, *venv.action_space.shape))
+            actions = rng.uniform(-1, 1, (venv.num_envs, width))
             obs, rewards, dones, infos = venv.step(actions.astype(np.float32))
-            out += [obs, rewards, dones.astype(np.float64)]
+            out += [np.asarray(obs), rewards, dones.astype(np.float64)]
             out += [
                 np.asarray(i["terminal_observation"]) for i in infos if "terminal_observation" in i
             ]
