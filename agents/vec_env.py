@@ -122,14 +122,22 @@ class BatchedVecEnv(VecEnv):
         self._actions = None
         dones = terminated | truncated
         split = self._split(infos)
+        if dones.any():
+            # A finished sub-env reports its final step's info (as DummyVecEnv does), not the
+            # info of the episode that started in the same step.
+            final = self._split(infos["final_info"])
+            for i in np.flatnonzero(dones):
+                split[i] = final[i]
         for i in np.flatnonzero(dones):
             split[i]["terminal_observation"] = infos["final_obs"][i]
             split[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
         return obs, rewards.astype(np.float32), dones, split
 
     def _split(self, infos: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Gymnasium's batched infos as one dict per sub-env (keys its mask marks present)."""
         keys = [k for k in infos if not k.startswith("_") and k not in ("final_obs", "final_info")]
-        return [{k: infos[k][i] for k in keys} for i in range(self.num_envs)]
+        present = {k: infos.get(f"_{k}", np.ones(self.num_envs, dtype=bool)) for k in keys}
+        return [{k: infos[k][i] for k in keys if present[k][i]} for i in range(self.num_envs)]
 
     def close(self) -> None:
         """Release the stacked trainer."""

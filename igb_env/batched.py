@@ -112,6 +112,9 @@ class BatchedEpisodes:
                 self._install(i, bench, int(inst))
             self._base_windows(np.ones(self.n, dtype=bool))
         else:
+            # A reset of every slot (e.g. a second env reset) drops the batch drawn for the
+            # decisions of the runs it ends.
+            self.trainer.discard()
             self._pending[:] = False
             self.restart(range(self.n), instances, benches)
         self.absorb()

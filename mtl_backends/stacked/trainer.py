@@ -301,6 +301,15 @@ class StackedTrainer:
         self._seeds[i] = seed
         self._configs[i] = config
 
+    def discard(self) -> None:
+        """Drop the batch ``forward()`` drew, without stepping (before every slot is reset).
+
+        The slots' data orders have advanced past that batch; a slot that is not reset afterwards
+        continues with the next one.
+        """
+        self._pending = None
+        self._pending_active = np.ones(self.n_slots, dtype=bool)
+
     def reset_slot(
         self, i: int, benchmark: Benchmark, seed: int, config: TrainConfig | None = None
     ) -> None:

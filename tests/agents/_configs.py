@@ -52,3 +52,37 @@ def tiny_agent(algorithm: str = "ppo", **changes: Any) -> AgentConfig:
         reference_instances=1,
     )
     return AgentConfig(**{**base.__dict__, **changes})
+
+
+# A set policy over two env groups (T = 2 and T = 3) of the smoke env, observing feature table v2
+# through the interp map; held-out instances 5000 and 5001 in each group.
+SET_ENV: dict[str, Any] = {
+    "preset": "smoke",
+    "feature_table": "v2",
+    "action_mode": "interp",
+    "instances": [10_000, 1_000_000],
+    "test_set": [5000, 5001],
+}
+SET_GROUPS: tuple[dict[str, Any], ...] = (
+    {"benchmark": {"n_tasks": 2}},
+    {"benchmark": {"n_tasks": 3}},
+)
+
+
+def tiny_set_agent(**changes: Any) -> AgentConfig:
+    """PPO with the set policy on ``SET_GROUPS``: 2 sub-envs per group, rollouts of 40 steps."""
+    base = AgentConfig(
+        algorithm="ppo",
+        policy="set",
+        env=SET_ENV,
+        env_groups=SET_GROUPS,
+        policy_kwargs={"hidden": 16, "log_std_init": -1.0},
+        hyperparameters={"n_steps": 10, "batch_size": 20, "n_epochs": 2},
+        total_timesteps=120,
+        n_envs=2,
+        vec_env="batched",
+        checkpoint_every=40,
+        reference_instances=0,
+        eval_every=None,
+    )
+    return AgentConfig(**{**base.__dict__, **changes})

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from agents.train import train_agent
-from tests.agents._configs import tiny_agent
+from tests.agents._configs import tiny_agent, tiny_set_agent
 
 
 @pytest.fixture(scope="session", params=["ppo", "sac"])
@@ -17,3 +17,11 @@ def trained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     return train_agent(
         tiny_agent(algorithm), tmp_path_factory.mktemp(algorithm), progress_bar=False
     )
+
+
+@pytest.fixture(scope="session")
+def trained_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run folder of a tiny set-policy agent on runs of T = 2 and T = 3 (120 timesteps in
+    rollouts of 40, evaluated on the held-out instances every 40, one reference instance)."""
+    config = tiny_set_agent(eval_every=40, reference_instances=1)
+    return train_agent(config, tmp_path_factory.mktemp("set"), progress_bar=False)

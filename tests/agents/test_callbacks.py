@@ -184,3 +184,53 @@ def test_a_crash_while_saving_keeps_the_previous_model(
         save_model_atomic(ppo, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["model.zip"]
+
+
+def test_task_metrics_pool_the_tasks_of_runs_with_different_t() -> None:
+    """``task_names=None`` (a set policy's env groups): extremes and means over each run's tasks,
+    and the reward per T."""
+    capture = Capture()
+    model = _model(logger=Logger(folder=None, output_formats=[capture]))
+    cb = TaskMetricsCallback(None, references={"ew": 0.5})
+    cb.init_callback(model)
+    cb.on_training_start({}, {})
+    steps = [
+        (
+            [
+                {"weights": [1.5, 0.5], "gaps": [1.0, 0.6], "n_tasks": 2},
+                {"weights": [0.2, 2.4, 0.4], "gaps": [0.3, 0.9, 0.6], "n_tasks": 3},
+            ],
+            [1.0, -2.0],
+        ),
+        (
+            [
+                {"weights": np.array([1.0, 1.0]), "n_tasks": 2},
+                {"weights": [3.0, 0.5, 0.25, 0.25], "gaps": [0.4, 0.4, 0.4, 0.4], "n_tasks": 4},
+            ],
+            [3.0, 0.5],
+        ),
+    ]
+    for infos, rewards in steps:
+        cb.update_locals({"infos": infos, "rewards": np.array(rewards)})
+        assert cb.on_step() is True
+    model.logger.dump(1)
+    assert capture.dumps[0] == pytest.approx(
+        {
+            "reference/ew_return": 0.5,
+            # one value per info: the run's largest and smallest weight, its mean gap
+            "mtl/weight_max": (1.5 + 2.4 + 1.0 + 3.0) / 4,
+            "mtl/weight_min": (0.5 + 0.2 + 1.0 + 0.25) / 4,
+            "mtl/gap_mean": (0.8 + 0.6 + 0.4) / 3,
+            "mtl/reward": ((1.0 - 2.0) / 2 + (3.0 + 0.5) / 2) / 2,
+            "mtl/reward_T2": (1.0 + 3.0) / 2,
+            "mtl/reward_T3": -2.0,
+            "mtl/reward_T4": 0.5,
+        }
+    )
+    # No per-task names are recorded, whatever T.
+    assert not any(key.startswith("mtl/t") for key in capture.dumps[0])
+    # An info without n_tasks adds to the pooled reward only.
+    cb.update_locals({"infos": [{"weights": [2.0, 0.0]}], "rewards": np.array([4.0])})
+    cb.on_step()
+    model.logger.dump(2)
+    assert capture.dumps[1] == {"mtl/weight_max": 2.0, "mtl/weight_min": 0.0, "mtl/reward": 4.0}

@@ -15,11 +15,13 @@ import pytest
 import torch
 import yaml
 
+from agents.callbacks import TaskMetricsCallback
 from agents.checkpoint import latest_checkpoint, load_rng_states, load_state
 from agents.cli import main
+from agents.set_policy import SetActorCriticPolicy
 from agents.train import load_model, resume_agent, train_agent
 from mtl_backends.config import to_dict
-from tests.agents._configs import TINY_ENV, tiny_agent
+from tests.agents._configs import TINY_ENV, tiny_agent, tiny_set_agent
 
 ROOT = Path(__file__).resolve().parents[2]
 QUIET = ("--no-progress",)
@@ -107,3 +109,41 @@ def test_budget_stopped_run_resumes_with_a_new_budget(tmp_path: Path) -> None:
     summary = json.loads((run / "training.json").read_text())
     assert summary["timesteps"] == target and summary["resumed_from"] == first["timesteps"]
     assert summary["stopped_by_budget"] is False
+
+
+class KilledError(Exception):
+    """Stands in for a kill: training stops between two checkpoints, nothing more is written."""
+
+
+@pytest.mark.parametrize("vec_env", ["batched", "dummy"])
+def test_a_killed_set_policy_run_resumes_to_its_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vec_env: str
+) -> None:
+    target = 160  # four rollouts of 40 timesteps (2 groups x 2 sub-envs x 10 steps)
+    step = TaskMetricsCallback._on_step
+
+    def dies_after_two_rollouts(self: TaskMetricsCallback) -> bool:
+        if self.num_timesteps > 80:
+            raise KilledError
+        return step(self)
+
+    monkeypatch.setattr(TaskMetricsCallback, "_on_step", dies_after_two_rollouts)
+    config = tiny_set_agent(total_timesteps=target, checkpoint_every=40, vec_env=vec_env)
+    with pytest.raises(KilledError):
+        train_agent(config, tmp_path / "run", progress_bar=False)
+    monkeypatch.undo()
+    run = tmp_path / "run"
+    state = load_state(latest_checkpoint(run))
+    assert state["timesteps"] == 80 and not (run / "training.json").exists()
+    # Every sub-env of both groups has its place in its instance set saved.
+    assert len(state["instance_states"]) == 4 and state["task_names"] is None
+
+    resume_agent(run, progress_bar=False)
+    summary = json.loads((run / "training.json").read_text())
+    assert summary["timesteps"] == target and summary["resumed_from"] == 80
+    assert summary["task_names"] is None
+    # 20 steps of each of the 4 sub-envs before the kill and 20 after: 4 + 4 episodes each.
+    assert state["episodes"] == 16 and summary["episodes"] == 32
+    model = load_model(run)
+    assert isinstance(model.policy, SetActorCriticPolicy) and model.num_timesteps == target
+    assert load_state(latest_checkpoint(run))["timesteps"] == target

@@ -10,12 +10,13 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from agents.config import AgentConfig, load_agent_config
-from agents.train import build_model, load_model, train_agent
-from agents.vec_env import make_vec_env, spawn_seeds
+from agents.config import AgentConfig, group_env_configs, load_agent_config
+from agents.set_policy import SetActorCriticPolicy
+from agents.train import _eval_env, build_model, load_model, reference_returns, train_agent
+from agents.vec_env import PaddedVecEnv, make_vec_env, spawn_seeds
 from igb_env.config import load_env_config
 from mtl_backends.registry import ConfigError
-from tests.agents._configs import TINY_ENV, tiny_agent
+from tests.agents._configs import SET_GROUPS, TINY_ENV, tiny_agent, tiny_set_agent
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -159,3 +160,77 @@ def test_models_without_tensorboard_leave_no_logger_folder(
     venv.close()
     assert model.num_timesteps >= 8
     assert not list(tmp_path.glob("SB3-*"))
+
+
+# -- set policies: env groups of T = 2 and T = 3 -------------------------------------------------
+def test_set_policy_run_folder_is_complete(trained_set: Path) -> None:
+    for name in ("config.yaml", "model.zip", "best_model.zip", "checkpoint.zip", "training.json"):
+        assert (trained_set / name).is_file(), name
+    config = load_agent_config(trained_set / "config.yaml")
+    assert config.policy == "set" and [dict(g) for g in config.env_groups] == list(SET_GROUPS)
+    assert load_env_config(dict(config.env)).to_dict() == dict(config.env)
+    summary = json.loads((trained_set / "training.json").read_text())
+    assert summary["timesteps"] == 120 and summary["task_names"] is None
+    # The reference lines average the groups' EW and IGBv1 returns.
+    per_group = [reference_returns(c, 1, config.seed) for c in group_env_configs(config)]
+    assert summary["references"] == pytest.approx(
+        {name: (per_group[0][name] + per_group[1][name]) / 2 for name in ("ew", "igbv1")}
+    )
+    model = load_model(trained_set)
+    assert isinstance(model.policy, SetActorCriticPolicy)
+    assert model.policy.layout.max_tasks == 3 and model.num_timesteps == 120
+    # Held-out evaluations every 40 timesteps, each on both groups' two test instances.
+    evaluations = np.load(trained_set / "eval" / "evaluations.npz")
+    assert evaluations["timesteps"].tolist() == [40, 80, 120]
+    assert evaluations["results"].shape == (3, 4)
+    assert (evaluations["ep_lengths"] == 5).all()
+    assert summary["best_mean_reward"] == pytest.approx(evaluations["results"].mean(1).max())
+
+
+def test_set_policy_tensorboard_pools_the_tasks(trained_set: Path) -> None:
+    (events,) = list((trained_set / "tb").glob("agent_*"))
+    acc = EventAccumulator(str(events))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"mtl/weight_max", "mtl/weight_min", "mtl/gap_mean", "mtl/reward"} <= tags
+    assert {"mtl/reward_T2", "mtl/reward_T3"} <= tags
+    assert not any(t.startswith("mtl/t1_") for t in tags)
+    for high, low in zip(acc.Scalars("mtl/weight_max"), acc.Scalars("mtl/weight_min"), strict=True):
+        # The weights of a run of T tasks sum to T <= 3: the largest is in [1, 3], the smallest
+        # in (0, 1].
+        assert 1.0 <= high.value < 3.0 and 0.0 < low.value <= 1.0
+
+
+def test_set_policy_eval_env_pads_and_walks_every_group_s_test_set() -> None:
+    made = _eval_env(tiny_set_agent(eval_every=40))
+    assert made is not None
+    venv, episodes = made
+    inner = venv.unwrapped
+    assert isinstance(inner, PaddedVecEnv) and episodes == 4  # 2 groups x 2 test instances
+    assert inner.n_tasks == [2, 3] and [g.num_envs for g in inner.groups] == [1, 1]
+    layout = inner.layout
+    obs = np.asarray(venv.reset())
+    assert obs.shape == (2, layout.obs_dim) and layout.max_tasks == 3
+    assert obs[:, -3:].tolist() == [[1, 1, 0], [1, 1, 1]]
+    seen: list[list[int]] = [[info["instance"]] for info in inner.reset_infos]
+    for _ in range(3 * 5):  # three episodes of 5 decisions
+        _, _, dones, _ = venv.step(np.zeros((2, layout.action_dim), dtype=np.float32))
+        for i in np.flatnonzero(dones):
+            seen[i].append(int(inner.groups[i].get_attr("instance")[0]))
+    venv.close()
+    # Each group walks its held-out instances round-robin: every one once per evaluation.
+    assert seen == [[5000, 5001, 5000, 5001], [5000, 5001, 5000, 5001]]
+
+
+def test_set_policy_eval_env_refusals() -> None:
+    assert _eval_env(tiny_set_agent(eval_every=None)) is None
+    uneven = tiny_set_agent(
+        eval_every=40,
+        env_groups=(
+            {"benchmark": {"n_tasks": 2}},
+            {"benchmark": {"n_tasks": 3}, "test_set": [5000]},
+        ),
+    )
+    with pytest.raises(ConfigError) as err:
+        _eval_env(uneven)
+    assert str(err.value) == "the env groups' test sets must have one size, got [1, 2]"

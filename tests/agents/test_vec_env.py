@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor
 
-from agents.vec_env import SeedSequenceVecEnv, make_vec_env, make_worker_env, spawn_seeds
-from igb_env import IGBEnv
-from tests.agents._configs import TINY_ENV, tiny_agent
+from agents.config import group_env_configs
+from agents.vec_env import (
+    BatchedVecEnv,
+    PaddedVecEnv,
+    SeedSequenceVecEnv,
+    make_vec_env,
+    make_worker_env,
+    padded_layout,
+    spawn_seeds,
+)
+from igb_env import IGBEnv, make_env
+from mtl_backends.registry import ConfigError
+from tests.agents._configs import TINY_ENV, tiny_agent, tiny_set_agent
 
 
 class SeedRecorder(gym.Env[np.ndarray, np.ndarray]):
@@ -115,3 +127,167 @@ def test_make_worker_env_uses_one_torch_thread() -> None:
         assert isinstance(env.unwrapped, IGBEnv)
     finally:
         env.close()
+
+
+# -- env groups of different T in one padded VecEnv (policy: set) ----------------------------------
+# Two groups of two sub-envs: T = 2 (sub-envs 0, 1) and T = 3 (sub-envs 2, 3); feature table v2
+# (F = 9 per-task, G = 3 global features), the interp map (T + 2 action entries), max_tasks 3.
+F, G = 9, 3
+GROUP_T = [2, 2, 3, 3]
+
+
+def _padded(kind: str, seed: int = 3) -> tuple[VecEnv, PaddedVecEnv]:
+    venv = make_vec_env(tiny_set_agent(vec_env=kind, seed=seed))
+    inner = venv.unwrapped
+    assert isinstance(inner, PaddedVecEnv)
+    return venv, inner
+
+
+def _group_singles(seed: int) -> tuple[list[IGBEnv], list[np.ndarray], list[dict[str, Any]]]:
+    """The IGBEnv of each sub-env: its group's config, reset with its SeedSequence child."""
+    configs = group_env_configs(tiny_set_agent())
+    envs = [make_env(configs[0 if t == 2 else 1]) for t in GROUP_T]
+    resets = [env.reset(seed=s) for env, s in zip(envs, spawn_seeds(seed, 4), strict=True)]
+    return envs, [o for o, _ in resets], [i for _, i in resets]
+
+
+@pytest.mark.parametrize("kind", ["dummy", "batched"])
+def test_padded_groups_equal_each_group_s_own_envs_padded(kind: str) -> None:
+    venv, inner = _padded(kind)
+    try:
+        group_type = DummyVecEnv if kind == "dummy" else BatchedVecEnv
+        assert [type(g) for g in inner.groups] == [group_type, group_type]
+        layout = inner.layout
+        assert (layout.max_tasks, layout.task_features, layout.global_features) == (3, F, G)
+        assert inner.n_tasks == [2, 3] and venv.num_envs == 4
+        assert venv.observation_space.shape == (3 * F + G + 3,)
+        assert venv.action_space.shape == (3 + 2,)
+        # Exact for copies of IGBEnv; to float rounding for the stacked trainer (fused Adam:
+        # ~1e-5 relative on the log-noise features, ~6e-6 absolute on the log-gap changes,
+        # which are 10 x differences of log gaps, ~3e-6 absolute on rewards).
+        atol, reward_atol = (0.0, 0.0) if kind == "dummy" else (2e-5, 1e-5)
+        singles, single_obs, single_infos = _group_singles(3)
+        obs = np.asarray(venv.reset())
+        for i, (t, o) in enumerate(zip(GROUP_T, single_obs, strict=True)):
+            np.testing.assert_allclose(obs[i], layout.pad(o[None], t)[0], rtol=1e-5, atol=atol)
+            assert inner.reset_infos[i]["n_tasks"] == t
+            assert inner.reset_infos[i]["instance"] == single_infos[i]["instance"]
+        # Per-task features of the real tasks, zeros for the padding, then globals and the mask.
+        assert obs[:, 3 * F + G :].tolist() == [[1, 1, 0], [1, 1, 0], [1, 1, 1], [1, 1, 1]]
+        assert not obs[:2, 2 * F : 3 * F].any() and obs[2:, 2 * F : 3 * F].any()
+        rng = np.random.default_rng(0)
+        for step in range(5):  # one smoke episode: 5 decisions
+            actions = rng.uniform(-1, 1, (4, 5)).astype(np.float32)
+            stepped, rewards, dones, infos = venv.step(actions)
+            obs = np.asarray(stepped)
+            for i, (t, env) in enumerate(zip(GROUP_T, singles, strict=True)):
+                # Group T = 2 gets [a_1, a_2, p, q]: the padded entry a_3 is dropped.
+                o, r, term, _, info = env.step(layout.unpad_action(actions[i : i + 1], t)[0])
+                assert infos[i]["n_tasks"] == t and bool(dones[i]) == term == (step == 4)
+                assert rewards[i] == pytest.approx(r, rel=1e-5, abs=reward_atol)
+                np.testing.assert_allclose(infos[i]["weights"], info["weights"], rtol=1e-5)
+                assert infos[i]["instance"] == info["instance"]
+                if term:
+                    terminal = infos[i]["terminal_observation"]
+                    assert terminal.shape == (3 * F + G + 3,)
+                    np.testing.assert_allclose(
+                        terminal, layout.pad(o[None], t)[0], rtol=1e-5, atol=atol
+                    )
+                    assert infos[i]["episode"]["l"] == 5  # VecMonitor's episode record
+                else:
+                    np.testing.assert_allclose(
+                        obs[i], layout.pad(o[None], t)[0], rtol=1e-5, atol=atol
+                    )
+        # After the same-step autoreset every sub-env observes a new instance of its group.
+        assert obs[:, 3 * F + G :].tolist() == [[1, 1, 0], [1, 1, 0], [1, 1, 1], [1, 1, 1]]
+    finally:
+        venv.close()
+
+
+def test_a_finished_batched_sub_env_reports_its_final_step_info() -> None:
+    """On the step that ends an episode, info is that step's (SB3's ``DummyVecEnv`` convention);
+    the next episode's first info is not reported until it takes a step."""
+    infos = {}
+    for kind in ("dummy", "batched"):
+        venv, _ = _padded(kind)
+        venv.reset()
+        for _ in range(5):
+            _, _, dones, step_infos = venv.step(np.zeros((4, 5), dtype=np.float32))
+        assert dones.all()
+        infos[kind] = step_infos
+        venv.close()
+    for dummy, batched in zip(infos["dummy"], infos["batched"], strict=True):
+        assert dummy["train_step"] == 60  # the final step of the 60-step smoke run
+        assert batched["instance"] == dummy["instance"]
+        assert batched["train_step"] == dummy["train_step"]
+        np.testing.assert_allclose(batched["weights"], dummy["weights"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["dummy", "batched"])
+def test_get_attr_and_env_method_reach_the_indexed_sub_env(kind: str) -> None:
+    source, _ = _padded(kind, seed=3)
+    target, _ = _padded(kind, seed=99)
+    try:
+        source.reset()
+        target.reset()
+        assert target.get_attr("n_tasks") == GROUP_T
+        assert target.get_attr("n_tasks", indices=[3, 0]) == [3, 2]
+        names = target.get_attr("task_names", indices=[1, 2])
+        assert [tuple(n) for n in names] == [("t1", "t2"), ("t1", "t2", "t3")]
+        states = source.env_method("get_instance_state")
+        assert len(states) == 4 and len({json.dumps(s, sort_keys=True) for s in states}) == 4
+        assert source.env_method("get_instance_state", indices=[2]) == [states[2]]
+        # Sub-env i of the target continues where sub-env SWAP[i] of the source stands: its next
+        # instance (drawn at the autoreset after the episode) is that sub-env's.
+        swap = [1, 0, 2, 2]
+        for i, j in enumerate(swap):
+            target.env_method("set_instance_state", states[j], indices=[i])
+        assert target.env_method("get_instance_state") == [states[j] for j in swap]
+        zero = np.zeros((4, 5), dtype=np.float32)
+        for _ in range(5):  # one episode; the same-step autoreset starts the next one
+            after_source = np.asarray(source.step(zero)[0])
+            after_target = np.asarray(target.step(zero)[0])
+        atol = 0.0 if kind == "dummy" else 1e-6
+        np.testing.assert_allclose(after_target, after_source[swap], rtol=1e-6, atol=atol)
+        assert not np.array_equal(after_source[0], after_source[1])
+    finally:
+        source.close()
+        target.close()
+
+
+def test_same_seed_same_observations_for_padded_groups() -> None:
+    observations: dict[tuple[str, int], tuple[np.ndarray, list[int]]] = {}
+    for kind, seed in (("dummy", 3), ("dummy", 3), ("batched", 3), ("dummy", 4)):
+        venv, inner = _padded(kind, seed)
+        obs = np.asarray(venv.reset())
+        instances = [info["instance"] for info in inner.reset_infos]
+        if (kind, seed) in observations:
+            np.testing.assert_array_equal(obs, observations[kind, seed][0])
+            assert instances == observations[kind, seed][1]
+        observations[kind, seed] = (obs, instances)
+        venv.close()
+    # Both vectorisations draw the same instances for the same seed; another seed, others.
+    assert observations["batched", 3][1] == observations["dummy", 3][1]
+    np.testing.assert_allclose(
+        observations["batched", 3][0], observations["dummy", 3][0], atol=1e-6
+    )
+    assert not set(observations["dummy", 4][1]) & set(observations["dummy", 3][1])
+
+
+def test_groups_must_share_features_and_action_map() -> None:
+    configs = group_env_configs(tiny_set_agent())
+    with pytest.raises(ConfigError, match="env_groups must share feature_spec"):
+        padded_layout([configs[0], {**configs[1], "feature_table": "v1"}], [2, 3])
+    with pytest.raises(ConfigError, match="env_groups must share action_mode: interp vs residual"):
+        padded_layout([configs[0], {**configs[1], "action_mode": "residual"}], [2, 3])
+    layout = padded_layout(configs, [2, 3])
+    venv, inner = _padded("dummy")
+    try:
+        space = venv.observation_space
+        assert isinstance(space, gym.spaces.Box)
+        with pytest.raises(ValueError, match="one T per group"):
+            PaddedVecEnv(inner.groups, [2], layout, space)
+        with pytest.raises(ValueError, match="a group of T=3 must observe 30 features"):
+            PaddedVecEnv(inner.groups, [3, 3], layout, space)
+    finally:
+        venv.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import pickle
 from typing import Any
 
@@ -310,3 +311,45 @@ def test_pinned_episode_regression(
     assert sum(rewards) == pytest.approx(return_, rel=1e-9, abs=1e-12)
     if weights_step3 is not None:
         np.testing.assert_allclose(infos[3]["weights"], weights_step3, rtol=1e-9)
+
+
+# -- per-instance step budgets ----------------------------------------------------------------
+# The smoke preset: base window (5, 10), K = 10, so a budget of B steps gives ceil((B - 10) / 10)
+# decisions: 30 -> 2, 60 -> 5, 90 -> 8.
+BUDGETED = {"preset": "smoke", "budgets": [30, 60, 90]}
+
+
+def test_each_instance_trains_for_its_drawn_budget():
+    env = make_env(BUDGETED)
+    with pytest.raises(RuntimeError) as err:
+        env.episode_length  # noqa: B018 - the property raises
+    assert str(err.value) == "the budget is drawn per instance: call reset() to know it"
+    cfg = load_env_config(BUDGETED)
+    instances = [1002, 1014, 1000]
+    budgets = [cfg.train_for(i).steps for i in instances]
+    assert budgets == [30, 60, 90]  # one instance per budget
+    zero = np.zeros(3, dtype=np.float32)
+    for instance, budget in zip(instances, budgets, strict=True):
+        trace = run_episode(env, lambda i, obs: zero, options={"instance": instance})
+        assert trace[0][1]["instance"] == instance
+        assert env.episode_length == math.ceil((budget - 10) / 10) == len(trace) - 1
+        assert trace[-1][2] is True and not any(t[2] for t in trace[1:-1])
+        assert [t[4]["train_step"] for t in trace[1:]] == [
+            min(20 + 10 * k, budget) for k in range(len(trace) - 1)
+        ]
+        # The progress feature reaches 1 exactly at the instance's own budget.
+        assert trace[-1][0][-2] == pytest.approx(1.0) and trace[-2][0][-2] < 1.0
+
+
+def test_seeded_episodes_follow_the_budget_of_the_instance_they_draw():
+    env = make_env({**BUDGETED, "budgets": [20, 40]})  # 1 or 3 decisions
+    cfg = load_env_config({**BUDGETED, "budgets": [20, 40]})
+    env.reset(seed=11)
+    lengths = {}
+    for _ in range(8):
+        trace = run_episode(env, lambda i, obs: np.full(3, 0.5, dtype=np.float32))
+        instance = trace[0][1]["instance"]
+        lengths[instance] = len(trace) - 1
+        assert env.episode_length == len(trace) - 1
+    assert lengths == {i: (1 if cfg.train_for(i).steps == 20 else 3) for i in lengths}
+    assert set(lengths.values()) == {1, 3}  # both budgets were drawn

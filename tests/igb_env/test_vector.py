@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import gymnasium as gym
@@ -278,3 +279,85 @@ def test_a_slot_without_a_held_action_maps_the_zero_action(mode: str, table: str
             np.testing.assert_allclose(outcome.weights[i], 1.0, rtol=1e-6)
         else:  # IGBv1 is not SI here: the gaps differ across tasks
             assert np.abs(outcome.weights[i] - 1.0).max() > 1e-3
+
+
+# -- per-instance step budgets ----------------------------------------------------------------
+# Budgets of 30, 60 and 90 steps: 2, 5 and 8 decisions after the smoke base window (5, 10), K = 10.
+BUDGETED: dict[str, Any] = {"preset": "smoke", "budgets": [30, 60, 90]}
+
+
+def _decisions(config: dict[str, Any], instance: int) -> int:
+    return math.ceil((load_env_config(config).train_for(instance).steps - 10) / 10)
+
+
+def test_budgeted_slots_equal_separate_envs_and_end_at_their_own_budgets() -> None:
+    instances = [1002, 1014, 1000]
+    assert [_decisions(BUDGETED, i) for i in instances] == [2, 5, 8]
+    batched = BatchedIGBEnv(len(instances), BUDGETED, adam="foreach")
+    obs, _ = batched.reset(options={"instances": instances})
+    singles, single_obs = _singles(BUDGETED, instances)
+    np.testing.assert_allclose(obs, single_obs, rtol=1e-5, atol=OBS_ATOL)
+    ended_at: list[int | None] = [None] * len(instances)
+    for t, actions in enumerate(_actions(9, len(instances))):
+        obs, rewards, terminated, truncated, info = batched.step(actions)
+        assert not truncated.any()
+        for i, env in enumerate(singles):
+            ended = ended_at[i]
+            if ended is None:
+                o, r, term, _, inf = env.step(actions[i])
+                np.testing.assert_allclose(obs[i], o, rtol=1e-5, atol=OBS_ATOL)
+                assert rewards[i] == pytest.approx(r, rel=1e-5, abs=REWARD_ATOL)
+                np.testing.assert_allclose(info["weights"][i], inf["weights"], rtol=1e-5)
+                assert info["train_step"][i] == inf["train_step"]
+                assert bool(terminated[i]) == term
+                if term:
+                    ended_at[i] = t
+                    assert (
+                        inf["train_step"] == load_env_config(BUDGETED).train_for(instances[i]).steps
+                    )
+            elif t == ended + 1:  # next_step autoreset: a new episode, reward 0
+                new = int(info["instance"][i])
+                assert rewards[i] == 0.0 and not terminated[i] and new != instances[i]
+                fresh, _ = make_env(BUDGETED).reset(options={"instance": new})
+                np.testing.assert_allclose(obs[i], fresh, rtol=1e-5, atol=OBS_ATOL)
+    # The slots ended at different steps, each after its own number of decisions.
+    assert ended_at == [1, 4, 7]
+
+
+def test_budgeted_slots_autoreset_into_episodes_of_their_new_budgets() -> None:
+    env = BatchedIGBEnv(3, BUDGETED, adam="foreach")
+    _, info = env.reset(seed=4)
+    current = [int(i) for i in info["instance"]]
+    decided = [0, 0, 0]
+    restarting = np.zeros(3, dtype=bool)
+    finished: list[tuple[int, int, int]] = []
+    for actions in _actions(24, 3, seed=2):
+        _, rewards, terminated, _, info = env.step(actions)
+        for i in range(3):
+            if restarting[i]:
+                assert rewards[i] == 0.0 and not terminated[i]
+                current[i], decided[i] = int(info["instance"][i]), 0
+                continue
+            assert int(info["instance"][i]) == current[i]
+            decided[i] += 1
+            if terminated[i]:
+                assert decided[i] == _decisions(BUDGETED, current[i]), (i, current[i])
+                finished.append((i, current[i], decided[i]))
+        restarting = terminated.copy()
+    # Episodes of different lengths ended, and every slot restarted at least once.
+    assert len({n for _, _, n in finished}) >= 2 and {i for i, _, _ in finished} == {0, 1, 2}
+    assert len(finished) >= 5
+
+
+@pytest.mark.parametrize("steps", [0, 2], ids=["right_after_reset", "mid_episode"])
+def test_reset_again_starts_the_episodes_over(steps: int) -> None:
+    """Gymnasium's reset() may come at any time: it starts every sub-env's episode afresh."""
+    env = BatchedIGBEnv(2, SMOKE, adam="foreach")
+    first, _ = env.reset(options={"instances": [1000, 1001]})
+    for actions in _actions(steps, 2):
+        env.step(actions)
+    again, info = env.reset(options={"instances": [1000, 1001]})
+    assert list(info["instance"]) == [1000, 1001]
+    np.testing.assert_allclose(again, first, rtol=1e-5, atol=1e-6)
+    _, _, terminated, _, info = env.step(_actions(1, 2)[0])
+    assert not terminated.any() and list(info["train_step"]) == [20, 20]

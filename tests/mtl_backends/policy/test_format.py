@@ -18,7 +18,7 @@ from mtl_backends.policy.format import (
     validate_sidecar,
     versions,
 )
-from tests.mtl_backends.policy._policies import SPEC, sidecar
+from tests.mtl_backends.policy._policies import SPEC, SPEC_V2, set_network, set_sidecar, sidecar
 
 WHERE = "policies/p/policy.json"
 
@@ -206,3 +206,107 @@ def test_versions_are_plain_strings() -> None:
     got = versions()
     assert all(isinstance(v, str) and v for v in got.values())
     assert re.fullmatch(r"\d+\.\d+\.\d+.*", got["python"])
+
+
+# -- format version 2: set networks (any T) -------------------------------------------------------
+def _valid_set(**kw: Any) -> dict[str, Any]:
+    side = set_sidecar(**kw)
+    side["network"] = set_network(mode=kw.get("mode", "interp")).spec()
+    return side
+
+
+def test_build_sidecar_for_any_t_writes_format_version_2() -> None:
+    side = set_sidecar()
+    assert side["format_version"] == 2 == FORMAT_VERSION
+    assert side["n_tasks"] is None and side["obs_dim"] is None
+    assert side["features"]["n_tasks"] is None
+    assert side["features"]["spec"] == {"history": 3, "stride": 5, "ema": 0.9, "table": "v2"}
+    table = FeatureTable(SPEC_V2)
+    assert side["features"]["table"] == [f.describe() for f in table.rows]
+    assert side["action_map"] == {"mode": "interp", "version": 1, "tau": 1.0}
+    assert json.loads(json.dumps(side)) == side
+    # The same settings for one T stay version 1.
+    one_t = sidecar(SPEC_V2, "interp", n_tasks=4)
+    assert one_t["format_version"] == 1
+    assert one_t["n_tasks"] == 4 and one_t["obs_dim"] == 4 * 9 + 3
+
+
+def test_a_valid_set_sidecar_passes() -> None:
+    validate_sidecar(_valid_set(), WHERE)
+    validate_sidecar(_valid_set(mode="residual"), WHERE)  # no global action entries
+    validate_sidecar(_valid_set(mode="absolute"), WHERE)
+    # A set network on table v1 (6 per-task features, 2 global) is consistent too.
+    side = set_sidecar(SPEC)
+    side["network"] = set_network(SPEC).spec()
+    assert (side["network"]["task_features"], side["network"]["global_features"]) == (6, 2)
+    validate_sidecar(side, WHERE)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "need"),
+    [("task_features", 8, 9), ("global_features", 2, 3), ("global_actions", 0, 2)],
+)
+def test_a_set_network_that_disagrees_with_the_table_or_map_is_refused(
+    key: str, value: int, need: int
+) -> None:
+    side = _valid_set()
+    side["network"][key] = value
+    _refused(
+        side,
+        f"network.{key} is {value} but the feature table and action map 'interp' need {need}",
+    )
+    del side["network"][key]
+    _refused(
+        side,
+        f"network.{key} is None but the feature table and action map 'interp' need {need}",
+    )
+
+
+def test_a_set_network_built_for_another_map_is_refused() -> None:
+    side = _valid_set()  # two global action entries (interp)
+    side["action_map"] = {"mode": "residual", "version": 1, "tau": 1.0}
+    _refused(
+        side,
+        "network.global_actions is 2 but the feature table and action map 'residual' need 0",
+    )
+
+
+@pytest.mark.parametrize(("key", "value"), [("n_tasks", 3), ("obs_dim", 30)])
+def test_a_set_sidecar_must_leave_n_tasks_and_obs_dim_null(key: str, value: int) -> None:
+    side = _valid_set()
+    side[key] = value
+    _refused(side, "a set policy runs at any T; its n_tasks and obs_dim must be null")
+
+
+def test_format_version_1_cannot_hold_a_set_network() -> None:
+    side = _valid_set()
+    side["format_version"] = 1
+    _refused(side, "set networks need format_version 2")
+
+
+def test_an_unknown_network_kind_is_refused() -> None:
+    side = _valid_set()
+    side["network"]["kind"] = "transformer"
+    _refused(side, "unknown network kind 'transformer'; valid choices: mlp, set")
+    side["network"] = [9, 16, 3]
+    _refused(side, "unknown network kind None; valid choices: mlp, set")
+
+
+def test_set_policies_refuse_obs_normalization() -> None:
+    side = _valid_set(obs_normalization={"clip_obs": 10.0, "epsilon": 1e-8})
+    _refused(
+        side,
+        "set policies take unnormalised observations (their input scales are part of the "
+        "weights); obs_normalization must be null",
+    )
+
+
+def test_an_mlp_sidecar_without_t_is_refused() -> None:
+    """A network without ``kind`` is an MLP, which needs integer n_tasks and obs_dim."""
+    side = _valid()
+    side["n_tasks"] = None
+    with pytest.raises(ValueError) as err:
+        validate_sidecar(side, WHERE)
+    assert str(err.value).startswith(
+        f"{WHERE}: an mlp policy needs integer n_tasks, obs_dim and network.sizes"
+    )

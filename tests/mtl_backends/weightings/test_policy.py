@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mtl_backends.balancers import make_balancer
-from mtl_backends.benchmarks import make_benchmark
+from mtl_backends.benchmarks import Synthetic, make_benchmark
+from mtl_backends.build import build_trainer
 from mtl_backends.config import TrainConfig
 from mtl_backends.features import FeatureSpec
 from mtl_backends.gaps import GapTracker
 from mtl_backends.trainer import MTLTrainer
 from mtl_backends.weightings import LOSS_WEIGHTINGS, IGBv1, make_weighting
 from mtl_backends.weightings.policy import PolicyMismatchError, PolicyWeighting
-from tests.mtl_backends.policy._policies import SPEC, random_policy
+from tests._tiny import TINY_SYNTHETIC
+from tests.mtl_backends.policy._policies import SPEC, SPEC_V2, random_policy, random_set_policy
 
 TRAIN = TrainConfig(steps=60, base_window=(5, 10), batch_size=40)
 BENCH = {"n_train": 400, "n_val": 100, "n_test": 100, "seed": 3}
@@ -173,3 +180,153 @@ def test_gap_tracker_spec_used_by_update(tmp_path):
         and pw.tracker.total_steps == 10
         and pw.tracker.spec == SPEC
     )
+
+
+# -- set policies: any T ----------------------------------------------------------------------
+SET_TRAIN = TrainConfig(steps=30, batch_size=20, base_window=(4, 8))
+
+
+def set_trainer(path, n_tasks: int, seed: int = 0, **kw) -> MTLTrainer:
+    """A tiny synthetic run of ``n_tasks`` tasks weighted by the policy folder ``path``."""
+    bench = Synthetic(n_tasks=n_tasks, **TINY_SYNTHETIC)
+    return build_trainer(bench, PolicyWeighting(path), make_balancer("sum"), SET_TRAIN, seed, **kw)
+
+
+@pytest.fixture(scope="module")
+def set_policy(tmp_path_factory):
+    return random_set_policy(tmp_path_factory.mktemp("set") / "p")
+
+
+@functools.cache
+def _run(path: str, n_tasks: int) -> tuple[torch.Tensor, torch.Tensor, tuple[float, ...]]:
+    """Losses, weights and learning rates of every step of a set-policy run of T tasks."""
+    trainer = set_trainer(path, n_tasks)
+    results = [trainer.step() for _ in range(SET_TRAIN.steps)]
+    return (
+        torch.stack([r.losses for r in results]),
+        torch.stack([r.weights for r in results]),
+        tuple(float(r.lr) for r in results),
+    )
+
+
+def test_set_policy_runs_in_the_trainer_at_any_t(set_policy) -> None:
+    for n_tasks in (2, 3, 5, 11, 20):
+        trainer = set_trainer(set_policy, n_tasks)
+        assert trainer.progress.spec == SPEC_V2  # taken from the weighting
+        w = torch.tensor(trainer.fit().weights, dtype=torch.float64)
+        assert w.shape == (30, n_tasks) and torch.isfinite(w).all() and (w > 0).all()
+        torch.testing.assert_close(w.sum(1), torch.full((30,), float(n_tasks), dtype=w.dtype))
+        assert torch.equal(w[:8], torch.ones(8, n_tasks, dtype=w.dtype))  # the base window
+        # The policy acts: its weights are not IGBv1's (the interp map's zero action).
+        igbv1 = build_trainer(
+            Synthetic(n_tasks=n_tasks, **TINY_SYNTHETIC),
+            IGBv1(),
+            make_balancer("sum"),
+            SET_TRAIN,
+            0,
+            features=SPEC_V2,
+        )
+        ref = torch.tensor(igbv1.fit().weights, dtype=torch.float64)
+        assert (w[8:] - ref[8:]).abs().max() > 1e-2, n_tasks
+
+
+@pytest.mark.parametrize("n_tasks", [2, 5])
+def test_set_policy_update_replays_the_trainer_bit_for_bit(set_policy, n_tasks: int) -> None:
+    losses, weights, lrs = _run(str(set_policy), n_tasks)
+    pw = PolicyWeighting.load(set_policy, base_window=(4, 8), total_steps=30)
+    got = torch.stack([pw.update(x, lr=lr) for x, lr in zip(losses, lrs, strict=True)])
+    assert torch.equal(got, weights)
+
+
+@settings(max_examples=15, deadline=None)
+@given(n_tasks=st.sampled_from([2, 3, 5, 8]), seed=st.integers(0, 2**16))
+def test_permuting_the_tasks_permutes_the_weights(set_policy, n_tasks: int, seed: int) -> None:
+    """The same run with its tasks listed in another order gets the same weights, reordered."""
+    losses, weights, lrs = _run(str(set_policy), n_tasks)
+    perm = torch.from_numpy(np.random.default_rng(seed).permutation(n_tasks))
+    pw = PolicyWeighting.load(set_policy, base_window=(4, 8), total_steps=30)
+    got = torch.stack([pw.update(x[perm], lr=lr) for x, lr in zip(losses, lrs, strict=True)])
+    torch.testing.assert_close(got, weights[:, perm], rtol=1e-6, atol=1e-6)
+
+
+def test_update_takes_any_t_then_keeps_it(set_policy) -> None:
+    rng = torch.Generator().manual_seed(0)
+    for n_tasks in (2, 7):
+        pw = PolicyWeighting.load(set_policy)
+        assert pw.policy.n_tasks is None
+        for _ in range(15):  # past the sidecar's base window (5, 10) and a decision
+            w = pw.update(torch.rand(n_tasks, generator=rng) + 0.5)
+        assert w.shape == (n_tasks,) and float(w.sum()) == pytest.approx(n_tasks)
+        assert pw.tracker is not None and pw.tracker.n_tasks == n_tasks
+        assert pw.state_dict()["n_tasks"] == n_tasks
+        with pytest.raises(PolicyMismatchError) as err:
+            pw.update(torch.ones(n_tasks + 1))
+        assert str(err.value) == (
+            f"policy {str(set_policy)!r}: n_tasks: the run has T={n_tasks}, "
+            f"update() got {n_tasks + 1} losses"
+        )
+
+
+def test_set_policy_state_dict_resumes_identical_weights(set_policy) -> None:
+    losses = torch.rand(40, 4, generator=torch.Generator().manual_seed(1)) + 0.5
+    pw = PolicyWeighting.load(set_policy)
+    for i in range(23):
+        pw.update(losses[i])
+    state = copy.deepcopy(pw.state_dict())
+    assert state["n_tasks"] == 4 and state["action"].shape == (4 + 2,)
+    resumed = PolicyWeighting.load(set_policy)
+    resumed.load_state_dict(state)
+    for i in range(23, 40):
+        assert torch.equal(pw.update(losses[i]), resumed.update(losses[i]))
+    with pytest.raises(PolicyMismatchError, match="the run has T=4, update\\(\\) got 5"):
+        resumed.update(torch.ones(5))
+    # A held action cannot be restored without the run's T.
+    del state["n_tasks"]
+    with pytest.raises(ValueError, match="a held action needs the run's n_tasks in the state"):
+        PolicyWeighting.load(set_policy).load_state_dict(state)
+
+
+def test_set_policy_trainer_resumes_identical_weights(set_policy) -> None:
+    full = set_trainer(set_policy, 5)
+    expected = [full.step().weights for _ in range(30)]
+    first = set_trainer(set_policy, 5)
+    for _ in range(17):  # mid-way between two decisions (8, 13, 18, ...)
+        first.step()
+    state = copy.deepcopy(first.state_dict())
+    resumed = set_trainer(set_policy, 5, seed=99)
+    resumed.load_state_dict(state)
+    for step in range(17, 30):
+        assert torch.equal(resumed.step().weights, expected[step]), step
+
+
+def test_mlp_policies_still_refuse_another_t(tmp_path) -> None:
+    path = random_policy(tmp_path / "p")
+    pw = PolicyWeighting.load(path)
+    with pytest.raises(PolicyMismatchError) as err:
+        pw.update(torch.ones(4))
+    assert str(err.value) == (
+        f"policy {str(path)!r}: n_tasks: the run has T=3, update() got 4 losses"
+    )
+    with pytest.raises(PolicyMismatchError, match="trained with T=3, the run has T=4"):
+        pw.check_run(n_tasks=4)
+    with pytest.raises(PolicyMismatchError, match="trained with T=3, the run has T=5"):
+        set_trainer(path, 5)
+    # ... while a set policy fits any T.
+    PolicyWeighting.load(random_set_policy(tmp_path / "s")).check_run(n_tasks=17)
+
+
+def test_a_run_with_another_feature_table_is_refused(set_policy, tmp_path) -> None:
+    v1 = FeatureSpec(history=3, stride=5, ema=0.9)
+    trainer = set_trainer(set_policy, 3, features=v1)
+    with pytest.raises(PolicyMismatchError) as err:
+        trainer.weighting.check_run(trainer)  # type: ignore[attr-defined]
+    assert str(err.value) == (
+        f"policy {str(set_policy)!r} does not fit this run: features: table is 'v2' in the "
+        "policy but 'v1' in the run's gap tracker"
+    )
+    with pytest.raises(PolicyMismatchError, match="features: table is 'v2'"):
+        trainer.fit()  # the trainer's own first decision refuses too
+    # ... and an MLP policy of table v1 in a run observing table v2.
+    mlp = PolicyWeighting.load(random_policy(tmp_path / "m"))
+    with pytest.raises(PolicyMismatchError, match="features: table is 'v1' in the policy but 'v2'"):
+        mlp.check_run(features=FeatureSpec(history=3, stride=5, ema=0.9, table="v2"))
