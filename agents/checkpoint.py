@@ -9,7 +9,8 @@ published by atomically replacing the pointer file ``RUN/checkpoint.json``::
     RUN/checkpoint-000000080/vecnormalize.pkl    when the env is under VecNormalize
     RUN/checkpoint-000000080/state.json   timesteps, instance state of every sub-env, episodes,
                                           wall time used, best held-out return, references
-    RUN/checkpoint-000000080/rng.pkl      numpy, torch and Python ``random`` states
+    RUN/checkpoint-000000080/rng.json     numpy, torch and Python ``random`` states (plain JSON)
+    RUN/checkpoint-000000080/episodes.json   SB3's rolling episode statistics (ep_info_buffer)
     RUN/checkpoint.zip                    hard link to the latest model.zip (the pre-resume layout)
 
 A crash (even SIGKILL) at any moment leaves the pointer on a complete checkpoint: the folder is
@@ -19,17 +20,31 @@ Older checkpoint folders are removed after the pointer moves on.
 Checkpoints are taken at rollout boundaries (``on_rollout_start``: after the previous update, so
 the model, optimizer, replay buffer and timestep counter agree); a resumed run therefore loses at
 most the steps since its last checkpoint, and the episodes in progress when it stopped.
+
+Trust (``docs/architecture.md``, "Bad input and trust"): igb-rl's own state is plain JSON and
+tensors; no pickle of its own is written or read. SB3 archives (``model.zip``) are loaded by
+``load_sb3_model``, which gives SB3 a trusted replacement (rebuilt from the run's config) for
+every cloudpickled entry, so no stored callable is unpickled. ``replay_buffer.pkl`` and
+``vecnormalize.pkl`` are SB3's own pickles: an agent run folder must be trusted like code.
+Checkpoints written before the JSON RNG format (``rng.pkl``) are still resumed: their RNG pickle
+is read by an unpickler that admits only numpy arrays and torch byte tensors.
 """
 
 from __future__ import annotations
 
+import base64
+import collections
 import contextlib
+import io
 import json
 import os
 import pickle
 import random
+import re
 import shutil
 import tempfile
+import warnings
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -42,9 +57,30 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 from agents.callbacks import save_model_atomic
 from mtl_backends.atomic import write_json_atomic
+from mtl_backends.fileio import FileFormatError, read_json
 
 POINTER = "checkpoint.json"
 LEGACY_MODEL = "checkpoint.zip"
+RNG_FILE = "rng.json"
+LEGACY_RNG_FILE = "rng.pkl"
+EPISODES_FILE = "episodes.json"
+RNG_FORMAT = "igb-rng-states"
+CHECKPOINT_DIR = re.compile(r"checkpoint-\d{9,}")
+SB3_STATE_ENTRIES: tuple[str, ...] = (
+    "_last_obs",
+    "_last_episode_starts",
+    "_last_original_obs",
+    "ep_info_buffer",
+    "ep_success_buffer",
+)
+"""Cloudpickled SB3 entries that are run state: loaded as ``None`` (``learn`` resets the env and
+the observations; the episode buffers come back from ``episodes.json``)."""
+SB3_REBUILT_ENTRIES: tuple[str, ...] = (
+    "lr_schedule",
+    "rollout_buffer_class",
+    "replay_buffer_class",
+)
+"""Cloudpickled SB3 entries that SB3's ``_setup_model`` rebuilds from plain values when ``None``."""
 
 
 def rng_states() -> dict[str, Any]:
@@ -61,6 +97,124 @@ def set_rng_states(states: Mapping[str, Any]) -> None:
     np.random.set_state(states["numpy"])
     torch.set_rng_state(states["torch"])
     random.setstate(states["random"])
+
+
+def rng_states_to_json(states: Mapping[str, Any]) -> dict[str, Any]:
+    """``rng_states()`` as plain JSON values (integers, floats, a base64 byte string)."""
+    name, key, pos, has_gauss, cached = states["numpy"]
+    version, internal, gauss_next = states["random"]
+    return {
+        "format": RNG_FORMAT,
+        "version": 1,
+        "numpy": {
+            "bit_generator": str(name),
+            "key": [int(k) for k in np.asarray(key, dtype=np.uint32)],
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": base64.b64encode(states["torch"].numpy().tobytes()).decode("ascii"),
+        "random": {
+            "version": int(version),
+            "state": [int(v) for v in internal],
+            "gauss_next": None if gauss_next is None else float(gauss_next),
+        },
+    }
+
+
+def rng_states_from_json(data: Any, where: str) -> dict[str, Any]:
+    """The inverse of ``rng_states_to_json``, checked entry by entry.
+
+    Raises:
+        FileFormatError: A missing entry or a value of the wrong kind (naming ``where``).
+    """
+    try:
+        if data.get("format") != RNG_FORMAT:
+            raise ValueError(f"format {data.get('format')!r}, expected {RNG_FORMAT!r}")
+        np_state = data["numpy"]
+        key = np.asarray(np_state["key"], dtype=np.int64)
+        if np_state["bit_generator"] != "MT19937" or key.shape != (624,):
+            raise ValueError("numpy: an MT19937 state needs 624 key words")
+        if key.min() < 0 or key.max() >= 2**32:
+            raise ValueError("numpy: key words must be 32-bit unsigned integers")
+        pos, has_gauss = int(np_state["pos"]), int(np_state["has_gauss"])
+        cached = float(np_state["cached_gaussian"])
+        numpy_state = ("MT19937", key.astype(np.uint32), pos, has_gauss, cached)
+        raw = base64.b64decode(str(data["torch"]), validate=True)
+        torch_state = torch.frombuffer(bytearray(raw), dtype=torch.uint8).clone()
+        py = data["random"]
+        gauss = py["gauss_next"]
+        random_state = (
+            int(py["version"]),
+            tuple(int(v) for v in py["state"]),
+            None if gauss is None else float(gauss),
+        )
+    except (AttributeError, KeyError, TypeError, ValueError) as err:  # binascii.Error: ValueError
+        detail = f"missing entry {err}" if isinstance(err, KeyError) else str(err)
+        raise FileFormatError(
+            f"RNG states {where!r} are malformed ({detail}); the checkpoint is damaged: resume "
+            "from an intact copy or start the run again"
+        ) from None
+    return {"numpy": numpy_state, "torch": torch_state, "random": random_state}
+
+
+class _LegacyRngUnpickler(pickle.Unpickler):
+    """Reads the ``rng.pkl`` of older checkpoints and nothing else.
+
+    Only the globals such a file holds are admitted: numpy's array reconstruction (non-object
+    dtypes), torch's tensor rebuild from a byte storage (read back with
+    ``torch.load(weights_only=True)`` instead of torch's own ``weights_only=False`` helper) and
+    ``OrderedDict``. Any other global (``os.system``, ``builtins.eval``, ...) is refused, so a
+    crafted file cannot run code.
+    """
+
+    _ALLOWED: frozenset[tuple[str, str]] = frozenset(
+        {
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("torch._utils", "_rebuild_tensor_v2"),
+            ("collections", "OrderedDict"),
+        }
+    )
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("numpy", "dtype"):
+            return _plain_dtype
+        if (module, name) == ("torch.storage", "_load_from_bytes"):
+            return _storage_from_bytes
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in an RNG state file")
+
+
+def _plain_dtype(*args: Any) -> np.dtype[Any]:
+    dtype = np.dtype(*args)
+    if dtype.hasobject:
+        raise pickle.UnpicklingError("object arrays are not allowed in an RNG state file")
+    return dtype
+
+
+def _storage_from_bytes(data: bytes) -> Any:
+    return torch.load(io.BytesIO(data), weights_only=True)
+
+
+def _read_legacy_rng(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            states = _LegacyRngUnpickler(fh).load()
+        numpy_state = tuple(states["numpy"])
+        torch_state = states["torch"]
+        random_state = tuple(states["random"])
+        if numpy_state[0] != "MT19937" or not isinstance(torch_state, torch.Tensor):
+            raise ValueError("not the numpy/torch/random states of an igb-rl checkpoint")
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, IndexError) as err:
+        raise FileFormatError(
+            f"RNG states {str(path)!r} (a checkpoint from before the JSON RNG format) cannot be "
+            f"read safely ({err}); the checkpoint is damaged or was not written by igb-rl: "
+            "start the run again"
+        ) from None
+    return {"numpy": numpy_state, "torch": torch_state, "random": random_state}
 
 
 def _fsync_dir(path: Path) -> None:
@@ -95,8 +249,8 @@ def save_checkpoint(model: BaseAlgorithm, run: str | Path, state: Mapping[str, A
         vecnormalize = model.get_vec_normalize_env()
         if vecnormalize is not None:
             vecnormalize.save(str(tmp / "vecnormalize.pkl"))
-        with (tmp / "rng.pkl").open("wb") as fh:
-            pickle.dump(rng_states(), fh)
+        (tmp / RNG_FILE).write_text(json.dumps(rng_states_to_json(rng_states())))
+        (tmp / EPISODES_FILE).write_text(json.dumps(episode_buffers(model)))
         (tmp / "state.json").write_text(json.dumps({**state, "timesteps": timesteps}, indent=2))
         for child in tmp.iterdir():
             with child.open("rb") as fh:
@@ -137,23 +291,181 @@ def latest_checkpoint(run: str | Path) -> Path:
             f"{str(run)!r} has no {POINTER}: nothing to resume (was it started with "
             "checkpoint_every set, and did it reach its first checkpoint?)"
         )
-    folder = run / json.loads(pointer.read_text())["dir"]
+    name = read_json(pointer, "checkpoint pointer").get("dir")
+    # The pointer names a folder inside the run; anything else (a path, "..") is refused.
+    if not isinstance(name, str) or not CHECKPOINT_DIR.fullmatch(name):
+        raise FileFormatError(
+            f"checkpoint pointer {str(pointer)!r} must name a checkpoint folder of the run "
+            f"('checkpoint-' and its timestep, 9 digits or more) in 'dir', got {name!r}; the run "
+            "folder is damaged"
+        )
+    folder = run / name
     if not (folder / "state.json").is_file():
         raise FileNotFoundError(f"checkpoint folder {str(folder)!r} is incomplete")
     return folder
 
 
 def load_state(folder: str | Path) -> dict[str, Any]:
-    """The ``state.json`` of a checkpoint folder."""
-    state: dict[str, Any] = json.loads((Path(folder) / "state.json").read_text())
+    """The ``state.json`` of a checkpoint folder.
+
+    Raises:
+        FileFormatError: Not JSON or not an object (naming the file).
+    """
+    state: dict[str, Any] = read_json(Path(folder) / "state.json", "checkpoint state")
     return state
 
 
 def load_rng_states(folder: str | Path) -> dict[str, Any]:
-    """The RNG states saved in a checkpoint folder (a pickle this code wrote itself)."""
-    with (Path(folder) / "rng.pkl").open("rb") as fh:
-        states: dict[str, Any] = pickle.load(fh)
-    return states
+    """The RNG states saved in a checkpoint folder, in the form of ``rng_states()``.
+
+    ``rng.json`` is read as plain JSON; the ``rng.pkl`` of a checkpoint written before it is read
+    by an unpickler that admits numpy arrays and torch byte tensors only (no code can run).
+
+    Raises:
+        FileNotFoundError: Neither file exists.
+        FileFormatError: A malformed file, or a pickle holding anything but RNG states.
+    """
+    folder = Path(folder)
+    if (folder / RNG_FILE).is_file():
+        data = read_json(folder / RNG_FILE, "RNG states")
+        return rng_states_from_json(data, str(folder / RNG_FILE))
+    legacy = folder / LEGACY_RNG_FILE
+    if legacy.is_file():
+        return _read_legacy_rng(legacy)
+    raise FileNotFoundError(f"checkpoint folder {str(folder)!r} has no {RNG_FILE}")
+
+
+def _json_value(value: Any) -> Any:
+    """A number of an episode record as JSON (numpy scalars keep their dtype)."""
+    if isinstance(value, np.generic):
+        return {"numpy": value.dtype.str, "value": value.item()}
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise TypeError(f"unexpected {type(value).__name__} in an SB3 episode record")
+
+
+def _from_json_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        dtype = np.dtype(str(value["numpy"]))
+        if dtype.kind not in "biuf":
+            raise ValueError(f"episode records hold numbers only, got dtype {dtype}")
+        return dtype.type(value["value"])
+    return value
+
+
+def episode_buffers(model: BaseAlgorithm) -> dict[str, Any]:
+    """SB3's rolling episode statistics of ``model`` as JSON.
+
+    ``ep_info_buffer`` and ``ep_success_buffer`` (``None`` before the first ``learn``); numpy
+    scalars keep their dtype, so the logged means after a resume are the same bit for bit.
+    """
+    out: dict[str, Any] = {}
+    for name in ("ep_info_buffer", "ep_success_buffer"):
+        buffer = getattr(model, name, None)
+        if buffer is None:
+            out[name] = None
+        elif name == "ep_info_buffer":
+            out[name] = [{k: _json_value(v) for k, v in info.items()} for info in buffer]
+        else:
+            out[name] = [_json_value(v) for v in buffer]
+    return out
+
+
+def restore_episode_buffers(model: BaseAlgorithm, folder: str | Path) -> bool:
+    """Put the episode statistics of ``episodes.json`` back into ``model``.
+
+    Returns:
+        ``False`` for a checkpoint without the file (written before it existed): the rolling
+        episode means of the logs then restart empty.
+
+    Raises:
+        FileFormatError: A malformed file.
+    """
+    path = Path(folder) / EPISODES_FILE
+    if not path.is_file():
+        return False
+    data = read_json(path, "episode statistics")
+    window = int(getattr(model, "_stats_window_size", 100))
+    try:
+        infos = data["ep_info_buffer"]
+        successes = data["ep_success_buffer"]
+        if infos is not None:
+            model.ep_info_buffer = collections.deque(
+                ({str(k): _from_json_value(v) for k, v in dict(i).items()} for i in infos),
+                maxlen=window,
+            )
+        if successes is not None:
+            model.ep_success_buffer = collections.deque(
+                (_from_json_value(v) for v in successes), maxlen=window
+            )
+    except (KeyError, TypeError, ValueError) as err:
+        raise FileFormatError(
+            f"episode statistics {str(path)!r} are malformed ({err}); the checkpoint is damaged"
+        ) from None
+    return True
+
+
+def serialized_entries(path: str | Path) -> list[str]:
+    """Names of the cloudpickled (``:serialized:``) entries of an SB3 archive, read as JSON.
+
+    Raises:
+        FileFormatError: Not a zip archive with SB3's JSON ``data`` entry.
+    """
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = json.loads(archive.read("data").decode("utf-8"))
+    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise FileFormatError(
+            f"SB3 model {str(path)!r} is not a readable SB3 archive ({err}); it is damaged or "
+            "was not written by igb train-agent"
+        ) from None
+    if not isinstance(data, dict):
+        raise FileFormatError(f"SB3 model {str(path)!r}: its 'data' entry is not a JSON object")
+    return [k for k, v in data.items() if isinstance(v, dict) and ":serialized:" in v]
+
+
+def load_sb3_model(
+    algorithm: type[BaseAlgorithm],
+    path: str | Path,
+    trusted: Mapping[str, Any],
+    **kwargs: Any,
+) -> BaseAlgorithm:
+    """``algorithm.load(path)`` without unpickling any cloudpickled entry of the archive.
+
+    SB3 stores some attributes (the policy class, spaces, schedules, buffers' classes, episode
+    buffers) as cloudpickle, which runs code on load. Every such entry is replaced through SB3's
+    ``custom_objects``: by ``trusted`` (values rebuilt from the run's own config, e.g.
+    ``agents.train.model_template``), by ``None`` for run state that SB3 resets or rebuilds
+    (``SB3_STATE_ENTRIES``, ``SB3_REBUILT_ENTRIES``). The tensors are read by SB3 with
+    ``torch.load(weights_only=True)``.
+
+    Args:
+        algorithm: The SB3 algorithm class.
+        path: The ``.zip`` archive.
+        trusted: Replacement values by entry name.
+        kwargs: Passed to ``algorithm.load`` (``env``, ``device``, ...).
+
+    Raises:
+        FileFormatError: Not an SB3 archive, or a cloudpickled entry this loader cannot replace
+            (the archive was not written by igb-rl's training; nothing was unpickled).
+    """
+    custom: dict[str, Any] = {}
+    for name in serialized_entries(path):
+        if name in trusted:
+            custom[name] = trusted[name]
+        elif name in SB3_STATE_ENTRIES or name in SB3_REBUILT_ENTRIES:
+            custom[name] = None
+        else:
+            raise FileFormatError(
+                f"SB3 model {str(path)!r} holds a pickled entry {name!r} that igb-rl does not "
+                "rebuild from the run's config; refusing to unpickle it (the archive was not "
+                "written by igb train-agent of this version)"
+            )
+    with warnings.catch_warnings():
+        # Emitted when loading without an env; expected for exports.
+        warnings.filterwarnings("ignore", message=".*could not deserialize.*")
+        return algorithm.load(path, custom_objects=custom, **kwargs)
 
 
 class ResumableCheckpointCallback(BaseCallback):
@@ -214,14 +526,25 @@ class SaveBestCallback(BaseCallback):
 
 
 __all__ = [
+    "EPISODES_FILE",
     "LEGACY_MODEL",
+    "LEGACY_RNG_FILE",
     "POINTER",
+    "RNG_FILE",
+    "SB3_REBUILT_ENTRIES",
+    "SB3_STATE_ENTRIES",
     "ResumableCheckpointCallback",
     "SaveBestCallback",
+    "episode_buffers",
     "latest_checkpoint",
     "load_rng_states",
+    "load_sb3_model",
     "load_state",
+    "restore_episode_buffers",
     "rng_states",
+    "rng_states_from_json",
+    "rng_states_to_json",
     "save_checkpoint",
+    "serialized_entries",
     "set_rng_states",
 ]

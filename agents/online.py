@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 LR_SCALES: tuple[str, ...] = ("inverse", "none")
 """Reward scale choices: ``inverse`` (``α = min(lr_0 / lr, cap)``, the paper) or ``none``."""
 
+SCHEDULES: tuple[str, ...] = ("paper", "proportional")
+"""Phase schedules: ``paper`` (the published phases in epochs) or ``proportional`` (the same
+phases as fractions of the run's budget, taking the published runs as ``paper_epochs`` long)."""
+
 _BUFFER_ARRAYS: tuple[str, ...] = (
     "observations",
     "next_observations",
@@ -71,14 +75,25 @@ class IGBv2(LossWeighting):
 
     1. once the base losses exist, the transition ``(L(k−1), a(k−1), r, L(k))`` is added to the
        replay buffer (FIFO ring of ``buffer_size`` = 1e4);
-    2. if ``k ≥ update_start_epochs · E`` (3) and ``k % update_every == 0`` (50), SAC trains
+    2. if ``k ≥ k_update`` and ``k % update_every == 0`` (50), SAC trains
        ``⌊gradient_steps · κ / 2⌋`` gradient steps (``gradient_steps`` = 50) on batches of
        ``⌊batch_size · κ / 2⌋`` (256) uniformly sampled transitions,
        ``κ = 1 + |buffer| / buffer_size``;
-    3. the action: for ``k < random_epochs · E`` (5 epochs) random logits ``z ~ N(0, I_T)`` from the
-       trainer's seeded generator (RLW-style exploration, also during the base window, as in the
-       published code); afterwards an action sampled (stochastically, as published) from the SAC
-       policy at state ``L(k)``.
+    3. the action: for ``k < k_random`` random logits ``z ~ N(0, I_T)`` from the trainer's seeded
+       generator (RLW-style exploration, also during the base window, as in the published code);
+       afterwards an action sampled (stochastically, as published) from the SAC policy at state
+       ``L(k)``.
+
+    The phase boundaries depend on ``schedule``:
+
+    * ``"paper"`` (default): the published epochs, ``k_random = random_epochs · E`` (5 epochs)
+      and ``k_update = update_start_epochs · E`` (3 epochs). The published runs last hundreds of
+      epochs; in a 10–25-epoch run this spends a fifth or more of the budget on random weights.
+    * ``"proportional"``: the published *proportions*, taking the published runs as
+      ``paper_epochs`` (200) epochs long: ``k_random = round(random_epochs / paper_epochs · K)``
+      and ``k_update = round(update_start_epochs / paper_epochs · K)`` with ``K`` the run's step
+      budget (5/200 and 3/200 of it). Everything else (updates every 50 steps, their sizes, the
+      buffer) is as published, in steps.
 
     A step whose weights are passed explicitly to ``MTLTrainer.apply`` is not seen by ``IGBv2``; the
     transition across it is skipped (the next transition starts from the next step it decides).
@@ -112,8 +127,11 @@ class IGBv2(LossWeighting):
       the actor loss, as in the published code.
     * ``α`` is capped at ``lr_scale_cap`` (10) because ``lr_0 / lr`` is infinite when a schedule
       decays to 0; ``lr_scale="none"`` gives ``α = 1`` (what the published QM9 trainer effectively
-      ran). ``α`` is taken at the step whose action is rewarded (published: at reward time; equal
-      under epoch-wise schedules).
+      ran). ``α`` is taken at the step whose action is rewarded. The published code sets ``α``
+      once at the start of each epoch and applies it when the reward is computed, i.e. at the
+      *next* step: the two agree except on the one transition per LR change that crosses it (the
+      last step of an epoch to the first of the next), which here gets the old LR's ``α`` (half
+      the published reward when the schedule halves the LR).
     * Gaps are normalised by ``L_base − L*`` (the published code divides by ``L_base``, i.e. L* = 0,
       our default for MSE/CE).
     * Randomness: random weights come from the trainer's seeded generator, the SAC's sampling and
@@ -126,6 +144,10 @@ class IGBv2(LossWeighting):
     Args:
         random_epochs: Epochs of random weights before the SAC policy acts (paper: 5).
         update_start_epochs: SAC updates start at step ``update_start_epochs · E`` (paper: 3).
+        schedule: ``"paper"`` (default: the phases in epochs) or ``"proportional"`` (the phases
+            as fractions ``random_epochs / paper_epochs`` and ``update_start_epochs / paper_epochs``
+            of the run's step budget).
+        paper_epochs: Length of the published runs the proportions refer to (default 200).
         update_every: Steps between SAC updates (paper: 50).
         gradient_steps: Gradient steps per update at ``κ = 2`` (paper: 50, i.e. ``update_every``).
         batch_size: SAC batch size at ``κ = 2`` (paper: 256).
@@ -163,9 +185,17 @@ class IGBv2(LossWeighting):
         lr_scale: str = "inverse",
         lr_scale_cap: float = 10.0,
         device: str = "cpu",
+        schedule: str = "paper",
+        paper_epochs: int = 200,
     ) -> None:
         if random_epochs < 0 or update_start_epochs < 0:
             raise ValueError("random_epochs and update_start_epochs must be >= 0")
+        if schedule not in SCHEDULES:
+            raise ValueError(
+                f"unknown IGBv2 schedule {schedule!r}; valid choices: {', '.join(SCHEDULES)}"
+            )
+        if paper_epochs < 1:
+            raise ValueError(f"paper_epochs must be >= 1, got {paper_epochs}")
         for name, value in (
             ("update_every", update_every),
             ("gradient_steps", gradient_steps),
@@ -182,6 +212,8 @@ class IGBv2(LossWeighting):
             raise ValueError("action_scale must be > 0 and lr_scale_cap >= 1")
         self.random_epochs = int(random_epochs)
         self.update_start_epochs = int(update_start_epochs)
+        self.schedule = schedule
+        self.paper_epochs = int(paper_epochs)
         self.update_every = int(update_every)
         self.gradient_steps = int(gradient_steps)
         self.batch_size = int(batch_size)
@@ -282,9 +314,32 @@ class IGBv2(LossWeighting):
             max(1, math.floor(self.batch_size * kappa / 2)),
         )
 
-    def is_update_step(self, step: int, steps_per_epoch: int) -> bool:
+    def _phase_start(self, epochs: int, steps_per_epoch: int, total_steps: int | None) -> int:
+        if self.schedule == "paper":
+            return epochs * steps_per_epoch
+        if total_steps is None:
+            raise ValueError(
+                "IGBv2 schedule='proportional' needs the run's step budget (the gap tracker's "
+                "total_steps); use schedule='paper' without one"
+            )
+        return round(epochs / self.paper_epochs * total_steps)
+
+    def random_steps(self, steps_per_epoch: int, total_steps: int | None = None) -> int:
+        """``k_random``: the steps of random weights (see the class docstring)."""
+        return self._phase_start(self.random_epochs, steps_per_epoch, total_steps)
+
+    def update_start(self, steps_per_epoch: int, total_steps: int | None = None) -> int:
+        """``k_update``: the first step at which SAC may train."""
+        return self._phase_start(self.update_start_epochs, steps_per_epoch, total_steps)
+
+    def is_update_step(
+        self, step: int, steps_per_epoch: int, total_steps: int | None = None
+    ) -> bool:
         """Whether SAC trains at ``step`` (before acting)."""
-        return step >= self.update_start_epochs * steps_per_epoch and step % self.update_every == 0
+        return (
+            step >= self.update_start(steps_per_epoch, total_steps)
+            and step % self.update_every == 0
+        )
 
     def __call__(self, context: StepContext) -> Tensor:
         """Add the last transition, train SAC on schedule, then choose this batch's weights."""
@@ -311,12 +366,13 @@ class IGBv2(LossWeighting):
                 np.array([False]),
                 [{}],
             )
-        if self.is_update_step(step, context.steps_per_epoch) and buffer.size() > 0:
+        total = progress.total_steps
+        if self.is_update_step(step, context.steps_per_epoch, total) and buffer.size() > 0:
             gradient_steps, batch_size = self.update_size()
             with self._rng.active():
                 model.train(gradient_steps=gradient_steps, batch_size=batch_size)
             self.update_calls += 1
-        if step < self.random_epochs * context.steps_per_epoch:
+        if step < self.random_steps(context.steps_per_epoch, total):
             logits = torch.randn(self.n_tasks, generator=self.generator)
             action = logits_to_action(logits, self.action_scale)
         else:
@@ -394,7 +450,8 @@ class IGBv2(LossWeighting):
         return (
             f"IGBv2(random_epochs={self.random_epochs}, "
             f"update_start_epochs={self.update_start_epochs}, update_every={self.update_every}, "
-            f"buffer_size={self.buffer_size}, action_scale={self.action_scale})"
+            f"buffer_size={self.buffer_size}, action_scale={self.action_scale}, "
+            f"schedule={self.schedule!r})"
         )
 
 
@@ -420,4 +477,4 @@ def _stub_env(n_tasks: int) -> Any:
 
 LOSS_WEIGHTINGS["igbv2"] = IGBv2
 
-__all__ = ["LR_SCALES", "IGBv2", "logits_to_action"]
+__all__ = ["LR_SCALES", "SCHEDULES", "IGBv2", "logits_to_action"]

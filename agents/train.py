@@ -28,6 +28,7 @@ Read top to bottom, cleanrl style:
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 import multiprocessing
@@ -42,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
 from stable_baselines3.common.noise import NormalActionNoise
@@ -59,7 +61,9 @@ from agents.checkpoint import (
     SaveBestCallback,
     latest_checkpoint,
     load_rng_states,
+    load_sb3_model,
     load_state,
+    restore_episode_buffers,
     save_checkpoint,
     set_rng_states,
 )
@@ -79,13 +83,79 @@ from agents.vec_env import (
     padded_layout,
     preload_workers,
 )
-from igb_env import rollout_baseline
+from igb_env import make_env, rollout_baseline
 from igb_env.config import held_out_config, load_env_config
 from mtl_backends.config import from_dict, to_dict
+from mtl_backends.fileio import check_writable_dir
+from mtl_backends.lifetime import exit_with_parent
 from mtl_backends.policy.network import ACTIVATIONS
-from mtl_backends.registry import ConfigError
+from mtl_backends.registry import ConfigError, valid_arguments
 
 REFERENCE_BASELINES: tuple[str, ...] = ("ew", "igbv1")
+
+
+# Arguments igb-rl passes to the SB3 algorithm itself; a config's hyperparameters cannot set them.
+_OWN_ARGUMENTS: tuple[str, ...] = (
+    "policy",
+    "env",
+    "policy_kwargs",
+    "seed",
+    "tensorboard_log",
+    "device",
+    "verbose",
+    "_init_setup_model",
+)
+
+
+def check_hyperparameters(config: AgentConfig) -> None:
+    """Refuse hyperparameters the SB3 algorithm does not take, before anything is created.
+
+    Raises:
+        ConfigError: An unknown name (the message lists close matches and the valid names).
+    """
+    algo = get_algorithm(config.algorithm)
+    valid = [a for a in valid_arguments(algo) if a not in _OWN_ARGUMENTS]
+    if config.algorithm in OFF_POLICY:
+        valid.append("action_noise_std")
+    unknown = [k for k in config.hyperparameters if k not in valid]
+    if unknown:
+        hints = [
+            f"{k!r} -> {close[0]!r}"
+            for k in unknown
+            if (close := difflib.get_close_matches(k, valid, n=1))
+        ]
+        raise ConfigError(
+            f"hyperparameters: {algo.__name__} does not take {', '.join(map(repr, unknown))}"
+            + (f" (did you mean {', '.join(hints)}?)" if hints else "")
+            + f"; valid names: {', '.join(sorted(valid))}"
+        )
+
+
+def _algorithm_arguments(
+    config: AgentConfig, action_space: spaces.Space[Any], layout: Mapping[str, Any] | None
+) -> tuple[str | type[SetActorCriticPolicy], dict[str, Any], dict[str, Any]]:
+    """The policy, ``policy_kwargs`` and hyperparameters of ``config``'s SB3 algorithm.
+
+    ``layout`` is the padded layout of a set policy (``None``: the MLP policy).
+    """
+    policy_kwargs = dict(config.policy_kwargs)
+    if "activation_fn" in policy_kwargs:
+        policy_kwargs["activation_fn"] = ACTIVATIONS[policy_kwargs["activation_fn"]]
+    policy: str | type[SetActorCriticPolicy] = "MlpPolicy"
+    if layout is not None:
+        policy, policy_kwargs["layout"] = SetActorCriticPolicy, dict(layout)
+    if config.algorithm in OFF_POLICY:
+        # SAC's and TQC's Gaussian log-std is state-dependent (log_std_init only applies to gSDE);
+        # TD3 is deterministic.
+        policy_kwargs.pop("log_std_init", None)
+    hyperparameters = dict(config.hyperparameters)
+    noise_std = hyperparameters.pop("action_noise_std", 0.1 if config.algorithm == "td3" else None)
+    if noise_std:
+        n = int(np.prod(action_space.shape or (1,)))
+        hyperparameters["action_noise"] = NormalActionNoise(
+            np.zeros(n), float(noise_std) * np.ones(n)
+        )
+    return policy, policy_kwargs, hyperparameters
 
 
 def build_model(config: AgentConfig, venv: VecEnv, tensorboard_log: str | None) -> BaseAlgorithm:
@@ -93,27 +163,14 @@ def build_model(config: AgentConfig, venv: VecEnv, tensorboard_log: str | None) 
 
     ``tensorboard_log=None`` logs nothing (``null_logger``).
     """
-    policy_kwargs = dict(config.policy_kwargs)
-    if "activation_fn" in policy_kwargs:
-        policy_kwargs["activation_fn"] = ACTIVATIONS[policy_kwargs["activation_fn"]]
-    policy: str | type[SetActorCriticPolicy] = "MlpPolicy"
+    layout = None
     if config.policy == "set":
         inner = venv.unwrapped
         if not isinstance(inner, PaddedVecEnv):
             raise ValueError("a set policy trains on a PaddedVecEnv (agents.vec_env.make_vec_env)")
-        policy, policy_kwargs["layout"] = SetActorCriticPolicy, asdict(inner.layout)
-    if config.algorithm in OFF_POLICY:
-        # SAC's and TQC's Gaussian log-std is state-dependent (log_std_init only applies to gSDE);
-        # TD3 is deterministic.
-        policy_kwargs.pop("log_std_init", None)
+        layout = asdict(inner.layout)
+    policy, policy_kwargs, hyperparameters = _algorithm_arguments(config, venv.action_space, layout)
     algo = get_algorithm(config.algorithm)
-    hyperparameters = dict(config.hyperparameters)
-    noise_std = hyperparameters.pop("action_noise_std", 0.1 if config.algorithm == "td3" else None)
-    if noise_std:
-        n = int(np.prod(venv.action_space.shape or (1,)))
-        hyperparameters["action_noise"] = NormalActionNoise(
-            np.zeros(n), float(noise_std) * np.ones(n)
-        )
     with warnings.catch_warnings():
         # The prototype's minibatch of 64 does not divide its 144-step rollout; SB3 then warns
         # about the last, truncated minibatch, which is harmless.
@@ -133,8 +190,65 @@ def build_model(config: AgentConfig, venv: VecEnv, tensorboard_log: str | None) 
     return model
 
 
+def model_template(config: AgentConfig, venv: VecEnv | None = None) -> dict[str, Any]:
+    """Trusted values for the cloudpickled entries of the run's SB3 archives.
+
+    Built from the run's config alone: the algorithm is constructed without setting up its
+    networks (``_init_setup_model=False``), so its policy class, ``policy_kwargs``, schedules'
+    plain values, ``train_freq`` and action noise are what training used; the spaces come from
+    ``venv`` or, without one, from one env per env group. ``agents.checkpoint.load_sb3_model``
+    gives these to SB3 instead of unpickling the archive's copies.
+    """
+    if venv is not None:
+        obs_space, act_space = venv.observation_space, venv.action_space
+        inner = venv.unwrapped
+        layout = asdict(inner.layout) if isinstance(inner, PaddedVecEnv) else None
+    else:
+        obs_space, act_space, layout = _config_spaces(config)
+    policy, policy_kwargs, hyperparameters = _algorithm_arguments(config, act_space, layout)
+    # Every SB3 algorithm takes `_init_setup_model`; BaseAlgorithm's signature does not show it.
+    algo: Any = get_algorithm(config.algorithm)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="You have specified a mini-batch size")
+        template = algo(
+            policy,
+            None,
+            policy_kwargs=policy_kwargs,
+            seed=config.seed,
+            device="cpu",
+            verbose=0,
+            _init_setup_model=False,
+            **hyperparameters,
+        )
+    values = dict(vars(template))
+    values.update(observation_space=obs_space, action_space=act_space)
+    if values.get("target_entropy") == "auto":
+        # TQC stores its automatic target entropy as a numpy scalar (so cloudpickled) and cannot
+        # recompute it on load without an env: the value it computed, by its own formula.
+        values["target_entropy"] = -np.prod(act_space.shape or (1,)).astype(np.float32)
+    return values
+
+
+def _config_spaces(
+    config: AgentConfig,
+) -> tuple[spaces.Space[Any], spaces.Space[Any], dict[str, Any] | None]:
+    """Observation and action spaces (and a set policy's layout) of ``config``'s envs."""
+    configs = group_env_configs(config)
+    envs = [make_env(c) for c in configs]
+    try:
+        if config.policy != "set":
+            return envs[0].observation_space, envs[0].action_space, None
+        layout = padded_layout(configs, [int(e.n_tasks) for e in envs])
+        space = layout.observation_space(load_env_config(configs[0]).feature_spec)
+        return space, layout.action_space(), asdict(layout)
+    finally:
+        for env in envs:
+            env.close()
+
+
 def _rollout_return(env_config: dict[str, Any], weighting: str, instance: int) -> float:
     torch.set_num_threads(1)
+    exit_with_parent()  # a pool worker: do not outlive a killed `igb train-agent`
     return rollout_baseline(env_config, weighting, instance).total_reward
 
 
@@ -346,7 +460,9 @@ def train_agent(
         config = load_agent_config(config)
     elif not isinstance(config, AgentConfig):
         config = from_dict(AgentConfig, dict(config))
-    out = Path(out_dir)
+    # Everything that can be checked without training is checked before the run folder exists.
+    check_hyperparameters(config)
+    out = check_writable_dir(out_dir, "the run folder")
     out.mkdir(parents=True, exist_ok=True)
 
     # 1. Resolve and record the configuration before anything runs.
@@ -405,6 +521,10 @@ def resume_agent(
     out = Path(run)
     folder = latest_checkpoint(out)
     config = load_agent_config(out / "config.yaml")
+    check_hyperparameters(config)
+    # Read (and check) the checkpoint files igb-rl wrote before anything is changed or started.
+    state = load_state(folder)
+    rngs = load_rng_states(folder)
     changes: dict[str, Any] = {}
     if total_timesteps is not None:
         changes["total_timesteps"] = total_timesteps
@@ -414,7 +534,6 @@ def resume_agent(
         config = replace(config, **changes)
         with (out / "config.yaml").open("w") as fh:
             yaml.safe_dump(to_dict(config), fh, sort_keys=False)
-    state = load_state(folder)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -422,9 +541,20 @@ def resume_agent(
         if (folder / "vecnormalize.pkl").is_file():
             venv = VecNormalize.load(str(folder / "vecnormalize.pkl"), venv)
         algo = get_algorithm(config.algorithm)
-        model = algo.load(
-            folder / "model.zip", env=venv, device="cpu", tensorboard_log=str(out / "tb")
+        model = load_sb3_model(
+            algo,
+            folder / "model.zip",
+            model_template(config, venv),
+            env=venv,
+            device="cpu",
+            tensorboard_log=str(out / "tb"),
         )
+        if not restore_episode_buffers(model, folder):
+            warnings.warn(
+                f"{folder} predates episodes.json: the logged rolling episode means restart "
+                "empty after this resume",
+                stacklevel=2,
+            )
         if config.algorithm in OFF_POLICY and (folder / "replay_buffer.pkl").is_file():
             model.load_replay_buffer(folder / "replay_buffer.pkl")  # type: ignore[attr-defined]
         # Loading seeds the sub-envs again (SB3 seeds the env when it sets the model up): drop
@@ -432,7 +562,7 @@ def resume_agent(
         venv.unwrapped._seeds = [None] * venv.num_envs
         for i, instance_state in enumerate(state["instance_states"]):
             venv.env_method("set_instance_state", instance_state, indices=[i])
-        set_rng_states(load_rng_states(folder))
+        set_rng_states(rngs)
         resumed = {**state, "resumed_from": int(state["timesteps"])}
         summary = _learn(
             config,
@@ -464,4 +594,7 @@ def load_model(run: str | Path, best: bool = False) -> BaseAlgorithm:
         raise FileNotFoundError(
             f"{str(path)!r} does not exist; is {str(run)!r} a finished agent run?"
         )
-    return get_algorithm(config.algorithm).load(path, device="cpu")
+    # No cloudpickled entry of the archive is unpickled (agents.checkpoint.load_sb3_model).
+    return load_sb3_model(
+        get_algorithm(config.algorithm), path, model_template(config), device="cpu"
+    )

@@ -32,6 +32,7 @@ from mtl_backends.config import MethodSpec
 from mtl_backends.features import FeatureSpec, FeatureTable
 from mtl_backends.policy.action_maps import check_action
 from mtl_backends.policy.format import build_sidecar
+from mtl_backends.results import DivergenceError
 
 ENV_ID = "igb_env/IGB-v0"
 
@@ -94,10 +95,14 @@ class IGBEnv(gym.Env[np.ndarray, np.ndarray]):
     ## Episode End
 
     ``terminated=True`` when the budget is spent (the observation carries the progress fraction,
-    so the MDP is time-aware) or when training diverges (a non-finite loss or reward:
-    ``info["diverged"] = True``, the fixed penalty, nothing raised). ``truncated`` is always
-    ``False`` (it is for outside time limits). An episode has ``ceil((steps - base_end) / K)``
-    steps (36 with the defaults).
+    so the MDP is time-aware) or when training diverges (a non-finite loss or reward, or a loss
+    above ``train.divergence_factor`` times its first-step value: ``info["diverged"] = True``, the
+    fixed penalty, nothing raised). A run that diverges inside the base window, before the first
+    decision, does not make ``reset`` raise: ``reset`` returns the zero observation (clipped to
+    the bounds) with ``info["diverged"] = True`` and the next ``step`` ends the episode
+    (``terminated``, reward 0: no action was taken into account, nothing is trained).
+    ``truncated`` is always ``False`` (it is for outside time limits). An episode has
+    ``ceil((steps - base_end) / K)`` steps (36 with the defaults).
 
     ## Arguments
 
@@ -148,6 +153,8 @@ class IGBEnv(gym.Env[np.ndarray, np.ndarray]):
         self.action_space = action_space(self.action_dim)
         self._episode: Episode | None = None
         self._obs: np.ndarray | None = None
+        # The current run diverged inside its base window (reset); the next step ends it.
+        self._diverged_at_reset = False
         self._low, self._high = self.observation_space.low, self.observation_space.high
 
     # -- gymnasium API --------------------------------------------------------------------------
@@ -169,8 +176,17 @@ class IGBEnv(gym.Env[np.ndarray, np.ndarray]):
                 f"{self.n_tasks}; fix n_tasks in the benchmark arguments"
             )
         episode = Episode(self.config, bench, self._weighting, int(instance))
-        episode.start()
         self._episode = episode
+        try:
+            episode.start()
+        except DivergenceError:
+            # Gymnasium's reset cannot end an episode: report the divergence and end it at the
+            # next step (an agent's vectorised env resets again automatically).
+            self._diverged_at_reset = True
+            self._obs = self._clip(np.zeros_like(self._low))
+            weights = episode.progress.last_weights.numpy().copy()
+            return self._obs.copy(), self._info(weights, diverged=True, val_losses=None)
+        self._diverged_at_reset = False
         self._obs = self._clip(episode.observation())
         weights = episode.progress.last_weights.numpy().copy()
         return self._obs.copy(), self._info(weights, diverged=False, val_losses=episode.val_losses)
@@ -181,6 +197,11 @@ class IGBEnv(gym.Env[np.ndarray, np.ndarray]):
             raise RuntimeError("call reset() before step()")
         a = check_action(action, self.action_dim)  # ValueError before any change
         episode = self._episode
+        if self._diverged_at_reset:
+            self._diverged_at_reset = False
+            episode.over = True  # a further step() asks for reset()
+            info = self._info(np.zeros(self.n_tasks), diverged=True, val_losses=None)
+            return self._obs.copy(), 0.0, True, False, info
         self._weighting.hold(a)
         outcome = episode.advance()
         if not outcome.diverged:

@@ -8,6 +8,7 @@ Configs hold plain values; code builds objects from them (``make_benchmark``, ``
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
+import torch
 import yaml
 
 from mtl_backends.registry import ConfigError
@@ -23,6 +25,15 @@ C = TypeVar("C")
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd")
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine", "step")
+JACOBIAN_METHODS: tuple[str, ...] = ("batched", "sequential")
+DEFAULT_DIVERGENCE_FACTOR = 1000.0
+"""A loss this many times its first-step value (both above ``L*``) ends a run as diverged."""
+KEY_NEUTRAL_DEFAULTS: dict[str, Any] = {"divergence_factor": DEFAULT_DIVERGENCE_FACTOR}
+"""``TrainConfig`` fields added after result keys existed, and the default that keeps them out.
+
+At its default such a field changes no valid run (a run it stops was diverging), so cached STL
+references and comparison cells keep their keys; ``key_dict`` leaves it out of the hashed form.
+"""
 
 
 @dataclass(frozen=True)
@@ -78,11 +89,16 @@ class TrainConfig:
         base_window: ``[start, end)`` steps for the base losses (``None``: the second epoch).
         eps: Added inside the log transform.
         eval_batch_size: Chunk size of evaluation passes.
-        device: Torch device, e.g. ``cpu`` or ``cuda``.
+        device: Torch device, e.g. ``cpu`` or ``cuda`` (must be available on this machine).
         jacobian: ``batched`` or ``sequential`` per-task gradients.
         flat_rho: Radius ``ρ`` of the sharpness-aware flat wrapper (Phan et al.) around the
             balancer (F-MGDA, F-CAGrad, ...; paper default 2.0); ``None``: off. ``0`` equals the
             plain balancer.
+        divergence_factor: A run diverges when a task's loss, measured from its lower bound
+            ``L*``, exceeds this multiple of its first-step value (default 1000; ``None``: only
+            NaN / infinite losses count). The first step, not the base window, is the
+            reference because an exploding run is already off by orders of magnitude in its
+            base window (Adam at lr 1e3 on ``synthetic``: base losses ~1e21, first loss ~1).
     """
 
     steps: int = 1000
@@ -101,12 +117,12 @@ class TrainConfig:
     device: str = "cpu"
     jacobian: str = "batched"
     flat_rho: float | None = None
+    divergence_factor: float | None = DEFAULT_DIVERGENCE_FACTOR
 
     def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ConfigError(f"train.steps must be >= 1, got {self.steps}")
-        if self.batch_size < 1:
-            raise ConfigError(f"train.batch_size must be >= 1, got {self.batch_size}")
+        for name in ("steps", "batch_size", "eval_batch_size", "lr_step_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(
                 f"unknown optimizer {self.optimizer!r}; valid choices: {', '.join(OPTIMIZERS)}"
@@ -116,12 +132,41 @@ class TrainConfig:
                 f"unknown lr_schedule {self.lr_schedule!r}; "
                 f"valid choices: {', '.join(LR_SCHEDULES)}"
             )
-        if self.lr <= 0:
-            raise ConfigError(f"train.lr must be positive, got {self.lr}")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ConfigError(f"train.grad_clip must be positive or null, got {self.grad_clip}")
-        if self.flat_rho is not None and not 0.0 <= self.flat_rho < float("inf"):
-            raise ConfigError(f"train.flat_rho must be >= 0 or null, got {self.flat_rho}")
+        if self.jacobian not in JACOBIAN_METHODS:
+            raise ConfigError(
+                f"unknown train.jacobian {self.jacobian!r}; "
+                f"valid choices: {', '.join(JACOBIAN_METHODS)}"
+            )
+        # NaN passes every ordered comparison, so each bound is checked as "finite and in range".
+        _check_number("train.lr", self.lr, low=0.0, low_open=True)
+        _check_number("train.eps", self.eps, low=0.0)
+        _check_number("train.weight_decay", self.weight_decay, low=0.0)
+        _check_number("train.momentum", self.momentum, low=0.0)
+        _check_number("train.lr_gamma", self.lr_gamma, low=0.0, low_open=True)
+        if self.grad_clip is not None:
+            _check_number("train.grad_clip", self.grad_clip, low=0.0, low_open=True, null=True)
+        if self.flat_rho is not None:
+            _check_number("train.flat_rho", self.flat_rho, low=0.0, null=True)
+        if self.divergence_factor is not None:
+            _check_number(
+                "train.divergence_factor", self.divergence_factor, low=1.0, low_open=True, null=True
+            )
+        if self.base_window is not None:
+            start, end = self.base_window
+            if not 0 <= start < end:
+                raise ConfigError(
+                    f"train.base_window {list(self.base_window)} must be [start, end) with "
+                    "0 <= start < end"
+                )
+            if end >= self.steps:
+                # The base losses exist from step `end` on; a window that reaches the budget
+                # would leave IGBv1 (and every gap-based method) at unit weights all run long.
+                raise ConfigError(
+                    f"train.base_window {list(self.base_window)} leaves no steps after the base "
+                    f"window: it must end before train.steps ({self.steps}); shorten the window "
+                    "or raise train.steps"
+                )
+        check_device(self.device, "train.device")
 
 
 @dataclass(frozen=True)
@@ -143,6 +188,75 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
     stl_cache: str | None = ".igb-cache/stl"
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed, "seed")
+
+
+def check_seed(seed: int, setting: str) -> None:
+    """Refuse a seed ``numpy.random.SeedSequence`` cannot take (negative).
+
+    Raises:
+        ConfigError: ``seed`` is negative (the message names ``setting``).
+    """
+    if seed < 0:
+        raise ConfigError(f"{setting} must be >= 0 (a SeedSequence seed), got {seed}")
+
+
+def _check_number(
+    name: str,
+    value: float,
+    low: float,
+    low_open: bool = False,
+    null: bool = False,
+) -> None:
+    ok = math.isfinite(value) and (value > low if low_open else value >= low)
+    if not ok:
+        bound = f"> {low:g}" if low_open else f">= {low:g}"
+        raise ConfigError(
+            f"{name} must be a finite number {bound}{' or null' if null else ''}, got {value}"
+        )
+
+
+def check_device(device: str, setting: str) -> None:
+    """Refuse a torch device this machine does not have, before anything is built.
+
+    Raises:
+        ConfigError: An unknown device string, or a CUDA / MPS device that is not available.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError(
+            f"{setting} {device!r} is not a torch device ({err}); use e.g. cpu or cuda"
+        ) from None
+    available = True
+    detail = ""
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        available = count > 0 and (dev.index is None or dev.index < count)
+        detail = f"this torch ({torch.__version__}) sees {count} CUDA device(s)"
+    elif dev.type == "mps":
+        available = bool(torch.backends.mps.is_available())
+        detail = "MPS is not available in this torch build or on this machine"
+    elif dev.type != "cpu":
+        available = False
+        detail = "igb-rl runs on cpu, cuda or mps"
+    if not available:
+        raise ConfigError(f"{setting} {device!r} is not available: {detail}; use {setting}: cpu")
+
+
+def key_dict(train: TrainConfig) -> dict[str, Any]:
+    """The plain form of ``train`` that result keys hash (STL references, comparison cells).
+
+    Fields of ``KEY_NEUTRAL_DEFAULTS`` are left out at their defaults, so adding such a field kept
+    every existing key.
+    """
+    out: dict[str, Any] = to_dict(train)
+    for name, default in KEY_NEUTRAL_DEFAULTS.items():
+        if out.get(name) == default:
+            del out[name]
+    return out
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
@@ -233,14 +347,52 @@ def to_dict(config: Any) -> Any:
 
 
 def load_yaml(path: str | Path) -> Any:
-    """Read a YAML file, with an error naming the file when it is missing."""
+    """Read a YAML file (plain values only: ``yaml.safe_load``), with errors naming the file.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        ConfigError: The file is empty, not UTF-8 text, or not valid YAML (a syntax error, or a
+            tag such as ``!!python/object`` that plain-value YAML refuses); the message gives the
+            line and column.
+    """
     path = Path(path)
     if not path.is_file():
+        if path.is_dir():
+            raise ConfigError(f"config {str(path)!r} is a folder; give a YAML file")
         raise FileNotFoundError(f"config file {str(path)!r} does not exist")
-    with path.open() as fh:
-        return yaml.safe_load(fh)
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config {str(path)!r} is not UTF-8 text ({err.reason})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = "" if mark is None else f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(
+            f"config {str(path)!r} is not valid YAML{where}: {problem} (configs hold plain "
+            "values only: mappings, lists, numbers, strings)"
+        ) from None
+    if data is None:
+        # An empty file would silently run every default (a 1000-step synthetic run).
+        raise ConfigError(
+            f"config {str(path)!r} is empty; write the settings (or {{}} for every default)"
+        )
+    return data
 
 
 def load_config(cls: type[C], path: str | Path) -> C:
-    """Load a YAML file into the config dataclass ``cls``."""
-    return from_dict(cls, load_yaml(path), where=str(path))
+    """Load a YAML file into the config dataclass ``cls``.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        ConfigError: Invalid YAML, unknown keys or invalid values (the message names the file).
+    """
+    data = load_yaml(path)
+    try:
+        return from_dict(cls, data, where=str(path))
+    except ConfigError as err:
+        # Range checks in __post_init__ name the setting but cannot know the file.
+        if str(err).startswith(str(path)):
+            raise
+        raise ConfigError(f"{path}: {err}") from None

@@ -79,7 +79,8 @@ class GapTracker:
         """Absorb the raw losses of training step ``step`` taken at learning rate ``lr``.
 
         Raises:
-            ValueError: Wrong shape or a non-finite loss.
+            ValueError: Wrong shape, a non-finite loss, or (after the base window) a loss below
+                its lower bound ``L*``.
         """
         # The per-step arithmetic runs on numpy views of the float64 tensors: the same IEEE
         # operations (bit for bit), without torch's per-op dispatch, which dominated a batched
@@ -105,6 +106,17 @@ class GapTracker:
         if self.base_losses is None:
             return
         lower = self.lower_bounds.numpy()
+        if (row < lower).any():
+            # A gap below 0 means the declared bound L* is wrong; every gap-based decision
+            # (IGBv1, policies, the env's features) would silently run on nonsense.
+            bad = np.nonzero(row < lower)[0].tolist()
+            raise ValueError(
+                f"loss below its lower bound L* at step {step}: "
+                + ", ".join(f"task {i} loss {row[i]:.6g} < L* {lower[i]:.6g}" for i in bad)
+                + "; gaps (L - L*) / (L_base - L*) would be negative. The benchmark's "
+                "lower_bounds must not exceed any loss it can produce: fix the bounds (or the "
+                "losses given to the tracker)"
+            )
         gaps = (row - lower) / (self.base_losses.numpy() - lower)
         self.gaps = torch.from_numpy(gaps)
         ema = self.spec.ema

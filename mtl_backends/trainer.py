@@ -152,6 +152,10 @@ class MTLTrainer:
         self._perm: Tensor | None = None
         self._pending: Tensor | None = None
         self._pending_raw: Tensor | None = None
+        # The first step's losses above L* (float64, CPU): a later loss above
+        # `divergence_factor` times this margin is an exploding run (``_check_explosion``).
+        self._first_margin: Tensor | None = None
+        self._explosion_limit: Tensor | None = None
 
     # -- construction helpers -------------------------------------------------------------------
     def _build_optimizer(self) -> torch.optim.Optimizer:
@@ -197,7 +201,16 @@ class MTLTrainer:
             epoch=self.epoch,
             steps_per_epoch=self.steps_per_epoch,
             lr_ratio=self.progress.lr_ratio,
+            shared_parameters=tuple(self.shared_params),
+            batch_losses=self._batch_losses,
         )
+
+    def _batch_losses(self) -> Tensor:
+        # StepContext.batch_losses: called by a weighting (FAMO) in its hooks, which run outside
+        # the RNG block of ``apply``; it draws from the run's torch stream like a training forward.
+        x, y = self._batch
+        with torch.no_grad(), self._rng.active():
+            return self.benchmark.losses(self.model(x), y).detach()
 
     # -- the two phases -------------------------------------------------------------------------
     def _next_batch(self) -> tuple[Tensor, Tensor]:
@@ -213,7 +226,8 @@ class MTLTrainer:
 
         Raises:
             RuntimeError: Called twice without ``apply``.
-            DivergenceError: A loss is NaN or infinite (names the tasks).
+            DivergenceError: A loss is NaN or infinite, or (``config.divergence_factor``) more
+                than that many times its first-step value above ``L*`` (names the tasks).
         """
         if self._pending is not None:
             raise RuntimeError("forward() called twice without apply() in between")
@@ -227,15 +241,61 @@ class MTLTrainer:
         if not bool(finite.all()):
             bad = [self.benchmark.task_names[i] for i in torch.nonzero(~finite).flatten().tolist()]
             raise DivergenceError(
-                f"non-finite loss at step {self.step_count} for task(s) {', '.join(bad)}"
+                f"non-finite loss at step {self.step_count} for task(s) {', '.join(bad)}; "
+                f"lower train.lr (now {self.config.lr:g}) or set train.grad_clip"
             )
+        self._check_explosion(raw)
         self.progress.update(raw, self.step_count, self.lr)
         self._pending, self._pending_raw = losses, raw
         self._batch = (x, y)
         return raw.clone()
 
+    def _check_explosion(self, raw: Tensor) -> None:
+        """Raise ``DivergenceError`` for a finite loss far above its first-step value.
+
+        The first call records each task's margin above ``L*``; later losses are compared with
+        ``L* + divergence_factor * margin`` (one vectorised comparison per step).
+        """
+        factor = self.config.divergence_factor
+        if factor is None:
+            return
+        if self._explosion_limit is None:
+            margin = raw.to(torch.float64) - self._lower_bounds.to(torch.float64)
+            self._set_first_margin(margin)
+            return
+        if bool((raw > self._explosion_limit).any()):
+            assert self._first_margin is not None
+            first = self._lower_bounds.to("cpu", torch.float64) + self._first_margin
+            over = torch.nonzero((raw > self._explosion_limit).cpu()).flatten().tolist()
+            bad = [
+                f"{self.benchmark.task_names[i]} ({float(raw[i]):.4g}, first {float(first[i]):.4g})"
+                for i in over
+            ]
+            raise DivergenceError(
+                f"exploding loss at step {self.step_count}: task(s) {', '.join(bad)} rose more "
+                f"than {factor:g}x above their first-step loss (train.divergence_factor); lower "
+                f"train.lr (now {self.config.lr:g}), set train.grad_clip, or raise "
+                "train.divergence_factor"
+            )
+
+    def _set_first_margin(self, margin: Tensor | None) -> None:
+        self._first_margin = None if margin is None else margin.detach().to("cpu", torch.float64)
+        factor = self.config.divergence_factor
+        if self._first_margin is None or factor is None:
+            self._explosion_limit = None
+            return
+        # A task that starts at its bound (margin <= 0) has no scale to explode from: no limit.
+        limit = self._lower_bounds.to("cpu", torch.float64) + factor * self._first_margin
+        limit = torch.where(self._first_margin > 0, limit, torch.full_like(limit, math.inf))
+        self._explosion_limit = limit.to(device=self.device, dtype=torch.float32)
+
     def _check_weights(self, weights: Tensor | Sequence[float] | np.ndarray) -> Tensor:
-        w = torch.as_tensor(weights, dtype=torch.float32).detach().to(self.device)
+        try:
+            w = torch.as_tensor(weights, dtype=torch.float32).detach().to(self.device)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ValueError(
+                f"weights must be {self.n_tasks} numbers, got {weights!r} ({err})"
+            ) from None
         if w.shape != (self.n_tasks,):
             raise ValueError(f"weights must have shape ({self.n_tasks},), got {tuple(w.shape)}")
         if not bool(torch.isfinite(w).all()):
@@ -274,9 +334,15 @@ class MTLTrainer:
         return result
 
     def step(self, weights: Tensor | Sequence[float] | np.ndarray | None = None) -> StepResult:
-        """``forward()`` then ``apply(weights)``."""
+        """``forward()`` then ``apply(weights)``.
+
+        Raises:
+            ValueError: ``weights`` of the wrong shape or not finite; checked before the batch
+                is drawn, so the trainer is left exactly as it was.
+        """
+        checked = None if weights is None else self._check_weights(weights)
         self.forward()
-        return self.apply(weights)
+        return self.apply(checked)
 
     def _transform(self, losses: Tensor) -> Tensor:
         return apply_transform(
@@ -383,6 +449,7 @@ class MTLTrainer:
             "balancer": self.balancer.state_dict(),
             "balancer_generator": generator_state(self.balancer),
             "update": self.update.state_dict(),
+            "first_margin": None if self._first_margin is None else self._first_margin.clone(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -400,6 +467,9 @@ class MTLTrainer:
         self.balancer.load_state_dict(state["balancer"])
         set_generator_state(self.balancer, state["balancer_generator"])
         self.update.load_state_dict(state["update"])
+        # Checkpoints written before the explosion check have no first-step margin: the check
+        # then starts from the next step's losses.
+        self._set_first_margin(state.get("first_margin"))
         self._pending = self._pending_raw = None
 
     def save_checkpoint(self, path: str | Path) -> None:

@@ -7,6 +7,11 @@ inside their ``main`` (not at module level) so that building the parser, ``igb -
 errors never pay for importing torch and Stable-Baselines3. Plain MTL commands (``train``, ``stl``,
 ``tune-static``) use ``mtl_backends`` only; the others use the RL core (``agents``) and the
 experiment harness (``agents.experiments``).
+
+``main`` is the one error boundary (``agents.cli.errors``): an expected failure prints one line
+``igb COMMAND: error: ...`` (bad input, exit code 2) or ``igb COMMAND: run failed: ...`` (exit
+code 1) naming the file or setting and the fix; ``--debug`` (before or after the command) also
+prints the traceback. Commands check their output paths before any work starts.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 from collections.abc import Sequence
 
 COMMAND_MODULES: tuple[str, ...] = (
@@ -44,14 +50,26 @@ def build_parser() -> argparse.ArgumentParser:
         "machine shared with other jobs, 1 avoids oversubscription, which can slow small models "
         "by 10x (commands that start worker processes give each worker one thread anyway)",
     )
+    debug_help = "print the traceback of a failure (default: one line naming the problem)"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    for command in sub.choices.values():
+        # Also accepted after the command; SUPPRESS keeps a global --debug when it is absent here.
+        command.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help
+        )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``igb`` console script."""
+    """Entry point of the ``igb`` console script.
+
+    Returns:
+        The exit code: 0 on success, 2 for bad input, 1 for a failed run (or the command's own
+        code, e.g. ``compare`` with failed cells).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.torch_threads is not None:
@@ -62,10 +80,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.torch_threads)
     try:
         return int(args.func(args))
-    except (ValueError, FileNotFoundError) as exc:
-        # Configuration and input errors are the user's to fix: print the message, not a traceback.
-        print(f"igb {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as exc:
+        from agents.cli.errors import describe
+
+        code, message = describe(exc)
+        if args.debug:
+            traceback.print_exc()
+        print(f"igb {args.command}: {message}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

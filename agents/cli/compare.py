@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -50,33 +49,38 @@ def register(subparsers: Any) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run ``igb compare``; exit code 1 if any cell failed or was lost, else 0."""
-    from agents.experiments.backends import MissingExtraError
     from agents.experiments.config import load_experiment
     from agents.experiments.runner import compare
+    from mtl_backends.fileio import check_writable_dir
 
+    if args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
     config = load_experiment(args.config)
     out = Path(args.out) if args.out else Path("runs") / f"compare-{Path(args.config).stem}"
-    try:
-        summary = compare(
-            config,
-            out,
-            workers=args.workers,
-            backend=args.backend,
-            retry_failed=args.retry_failed,
-            progress_bar=not args.no_progress,
-            ray_address=args.ray_address,
-            config_path=args.config,
-            report_only=args.report_only,
-            benchmarks=args.benchmarks,
-        )
-    except MissingExtraError as exc:
-        print(f"igb compare: error: {exc}", file=sys.stderr)
-        return 2
+    check_writable_dir(out, "--out")
+    # A missing extra (--backend ray) is reported by the CLI's error boundary (exit code 2).
+    summary = compare(
+        config,
+        out,
+        workers=args.workers,
+        backend=args.backend,
+        retry_failed=args.retry_failed,
+        progress_bar=not args.no_progress,
+        ray_address=args.ray_address,
+        config_path=args.config,
+        report_only=args.report_only,
+        benchmarks=args.benchmarks,
+    )
     print((out / "results.md").read_text())
+    invalid = (
+        f" ({summary.invalid} invalid cell records on disk were not used)"
+        if summary.invalid
+        else ""
+    )
     print(
         f"{summary.computed} cells computed, {summary.reused} reused, {summary.failed} failed, "
         f"{summary.skipped} skipped, {summary.lost} lost in {summary.wall_time_s:.1f} s; "
-        f"results in {out}"
+        f"results in {out}{invalid}"
     )
     if args.report_only:
         return 0

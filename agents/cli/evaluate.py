@@ -42,7 +42,14 @@ def register(subparsers: Any) -> None:
 def main(args: argparse.Namespace) -> int:
     """Run ``igb evaluate``."""
     from agents.experiments.evaluate import evaluate
+    from mtl_backends.fileio import check_writable_dir, check_writable_file
 
+    if args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    if args.out:
+        check_writable_file(args.out, "--out")
+    else:
+        check_writable_dir(args.target, "RUN_OR_POLICY (evaluation.json is written there)")
     results = evaluate(
         args.target,
         instances=args.instances,

@@ -23,7 +23,15 @@ def register(subparsers: Any) -> None:
 def main(args: argparse.Namespace) -> int:
     """Run ``igb export``."""
     from agents.export import export_run
+    from mtl_backends.fileio import check_writable_dir
 
-    out = export_run(args.run, Path(args.out) if args.out else None, best=args.best)
+    run = Path(args.run)
+    if not (run / "config.yaml").is_file():
+        raise FileNotFoundError(
+            f"RUN {str(run)!r} is not an agent run folder (no config.yaml); give the folder "
+            "`igb train-agent --out` wrote"
+        )
+    out = check_writable_dir(Path(args.out) if args.out else run / "policy", "--out")
+    out = export_run(run, out, best=args.best)
     print(f"policy written to {out}")
     return 0

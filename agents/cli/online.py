@@ -43,11 +43,13 @@ def main(args: argparse.Namespace) -> int:
     import agents.online  # noqa: F401  (registers igbv2)
     from agents.cli.train import apply_overrides, print_run
     from mtl_backends.config import RunConfig, load_config
+    from mtl_backends.fileio import check_writable_dir
     from mtl_backends.run import run
 
     overrides = argparse.Namespace(**{**vars(args), "weighting": None, "flat": None})
     config = online_config(apply_overrides(load_config(RunConfig, args.config), overrides))
     out = Path(args.out) if args.out else Path("runs") / f"online-{time.strftime('%Y%m%d-%H%M%S')}"
+    check_writable_dir(out, "--out")
     result = run(config, out, progress_bar=True)
     kwargs = ", ".join(f"{k}={v}" for k, v in config.weighting.kwargs.items())
     print_run(config, result, out, f"igbv2({kwargs})")

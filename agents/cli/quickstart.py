@@ -27,7 +27,10 @@ def register(subparsers: Any) -> None:
 def main(args: argparse.Namespace) -> int:
     """Run ``igb quickstart``."""
     from agents.experiments.quickstart import quickstart
+    from mtl_backends.fileio import check_writable_dir
 
     out = Path(args.out) if args.out else None
+    if out is not None:
+        check_writable_dir(out, "--out")
     quickstart(out, tiny=args.tiny, seed=args.seed, time_budget_s=args.agent_budget)
     return 0

@@ -58,10 +58,13 @@ def main(args: argparse.Namespace) -> int:
     """Run ``igb train``."""
     import agents.online  # noqa: F401  (registers igbv2; light, SB3 loads on use)
     from mtl_backends.config import RunConfig, load_config
+    from mtl_backends.fileio import check_writable_dir
     from mtl_backends.run import run
 
     config = apply_overrides(load_config(RunConfig, args.config), args)
     out = Path(args.out) if args.out else Path("runs") / f"train-{time.strftime('%Y%m%d-%H%M%S')}"
+    # The results are written after training: an unwritable folder must fail before it.
+    check_writable_dir(out, "--out")
     result = run(config, out, progress_bar=True)
     print_run(config, result, out, config.weighting.name)
     return 0

@@ -34,7 +34,8 @@ def main(args: argparse.Namespace) -> int:
     """Run ``igb train-agent``."""
     # SB3 is imported here, not at module level, so `igb train` and `igb --help` stay light.
     from agents.config import load_agent_config
-    from agents.train import resume_agent, train_agent
+    from agents.train import check_hyperparameters, resume_agent, train_agent
+    from mtl_backends.fileio import check_writable_dir
 
     if args.resume:
         if args.config or args.seed is not None or args.out:
@@ -58,7 +59,9 @@ def main(args: argparse.Namespace) -> int:
     if args.time_budget is not None:
         changes["time_budget_s"] = args.time_budget
     config = dataclasses.replace(config, **changes)
+    check_hyperparameters(config)
     out = Path(args.out) if args.out else Path("runs") / f"agent-{time.strftime('%Y%m%d-%H%M%S')}"
+    check_writable_dir(out, "--out")
     run = train_agent(config, out, progress_bar=not args.no_progress)
     print(f"agent run folder: {run}  (export with `igb export {run}`)")
     return 0

@@ -62,7 +62,8 @@ def main(args: argparse.Namespace) -> int:
     """Run ``igb tune-static``."""
     import dataclasses
 
-    from mtl_backends.config import RunConfig, load_config
+    from mtl_backends.config import RunConfig, check_seed, load_config
+    from mtl_backends.fileio import check_writable_file
     from mtl_backends.tuning import tune_static_weights
 
     config = load_config(RunConfig, args.config)
@@ -72,6 +73,10 @@ def main(args: argparse.Namespace) -> int:
         )
     if args.candidates < 1:
         raise ValueError(f"--candidates must be >= 1, got {args.candidates}")
+    for seed in args.seeds:
+        check_seed(seed, "--seeds")
+    # The snippet is written after the search: an unwritable path must fail before it.
+    check_writable_file(args.out, "--out")
     result = tune_static_weights(
         config.benchmark,
         config.train,

@@ -4,7 +4,11 @@
 ``mtl_backends.run.train_and_evaluate`` and returns a JSON-ready record with its provenance (git
 commit, config hash, seed, library versions, wall and CPU time, trajectories for plots);
 ``run_stl`` gets the single-task references of one (benchmark, seed). Neither raises: a failure
-becomes a record. Records are written atomically to ``DIR/cells/<key>.json``.
+becomes a record. Both exit when the process that started their worker dies
+(``mtl_backends.lifetime.exit_with_parent``), so a killed ``igb compare`` leaves no worker behind.
+Records are written atomically to ``DIR/cells/<key>.json``; one read back is used only when it is
+the record of its cell (``record_problem``: same key, known format, the fields of its status), so
+a truncated, hand-edited or swapped file is recomputed instead of trusted.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import torch
 from agents.experiments.config import BenchmarkEntry
 from agents.experiments.grid import CELL_FORMAT_VERSION, Cell, GridPlan
 from mtl_backends.build import build_trainer
+from mtl_backends.lifetime import exit_with_parent
 from mtl_backends.registry import ConfigError
 from mtl_backends.run import train_and_evaluate
 from mtl_backends.stl import stl_reference
@@ -108,6 +113,7 @@ def run_cell(task: CellTask) -> dict[str, Any]:
     Returns:
         The JSON-ready cell record (``status`` ``ok``, ``failed`` or ``skipped``).
     """
+    exit_with_parent()
     torch.set_num_threads(1)
     cell = task.cell
     record: dict[str, Any] = {
@@ -192,6 +198,11 @@ def _train_cell(task: CellTask) -> dict[str, Any]:
         "val_curve": [{"step": v.step, "val_delta_m": _finite(v.delta_m)} for v, _ in outcome.evals]
         if cell.selection == "best_val"
         else [],
+        # The methods' own counters (solver fallbacks, failures), so none is hidden.
+        "diagnostics": {
+            "weighting": trainer.weighting.diagnostics(),
+            "balancer": trainer.balancer.diagnostics(),
+        },
     }
     if task.trajectory_points > 0:
         out["trajectories"] = {
@@ -224,6 +235,7 @@ def run_stl(task: StlTask) -> dict[str, Any]:
     Returns:
         ``{"reference": ...}`` or ``{"error": traceback}``.
     """
+    exit_with_parent()
     torch.set_num_threads(1)
     try:
         spec = task.benchmark.spec_for(task.seed)
@@ -238,21 +250,93 @@ def cell_path(out_dir: Path, cell: Cell) -> Path:
     return out_dir / "cells" / f"{cell.key}.json"
 
 
-def load_record(path: Path) -> dict[str, Any] | None:
-    """A cell record from disk, or ``None`` if missing or unreadable (e.g. a partial write)."""
+STATUSES: tuple[str, ...] = ("ok", "failed", "skipped")
+_NUMBER = (int, float)
+
+
+def _is_number(value: Any, optional: bool = False) -> bool:
+    if value is None:
+        return optional
+    return isinstance(value, _NUMBER) and not isinstance(value, bool)
+
+
+def record_problem(record: Any, cell: Cell) -> str | None:
+    """Why ``record`` is not a usable record of ``cell`` (``None``: it is).
+
+    A record must have this cell's key (a renamed or swapped file has another), the current
+    format, a known status and that status's fields: ``error`` (failed), ``reason`` (skipped),
+    or the metrics, references and timings an ``ok`` row is built from.
+    """
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    if record.get("key") != cell.key:
+        return f"its key {record.get('key')!r} is not the cell's {cell.key!r}"
+    if record.get("format") != CELL_FORMAT_VERSION:
+        return f"format {record.get('format')!r}, expected {CELL_FORMAT_VERSION}"
+    if not isinstance(record.get("cell"), dict):
+        return "no 'cell' description"
+    status = record.get("status")
+    if status not in STATUSES:
+        return f"status {status!r}; valid: {', '.join(STATUSES)}"
+    if status in ("failed", "skipped"):
+        field = "error" if status == "failed" else "reason"
+        ok = isinstance(record.get(field), str)
+        return None if ok else f"a {status} record without {field!r}"
+    metrics = record.get("metrics")
+    if not isinstance(metrics, dict) or not all(
+        isinstance(metrics.get(split), dict) and all(_is_number(v) for v in metrics[split].values())
+        for split in ("val", "test")
+    ):
+        return "'metrics' must map val and test to metric values"
+    specs = record.get("metric_specs")
+    if not isinstance(specs, list) or not all(
+        isinstance(s, dict) and isinstance(s.get("name"), str) for s in specs
+    ):
+        return "'metric_specs' must be a list of metric descriptions"
+    names = {s["name"] for s in specs}
+    if set(metrics["test"]) != names:
+        return "its test metrics are not the ones its metric_specs name"
+    if not isinstance(record.get("task_names"), list):
+        return "no 'task_names'"
+    for field in ("delta_m", "delta_p", "val_delta_m", "val_delta_p"):
+        if not _is_number(record.get(field), optional=True):
+            return f"{field!r} must be a number or null"
+    for field in ("wall_time_s", "cpu_time_s"):
+        if not _is_number(record.get(field)):
+            return f"no {field!r}"
+    if not isinstance(record.get("selected_step"), int):
+        return "no 'selected_step'"
+    if not isinstance(record.get("reference"), dict):
+        return "no 'reference'"
+    return None
+
+
+def load_record(path: Path, cell: Cell | None = None) -> dict[str, Any] | None:
+    """A cell record from disk, or ``None`` if missing or unusable.
+
+    Unusable: unreadable (e.g. a partial write), not JSON, or, with ``cell``, not a valid record
+    of that cell (``record_problem``); such a cell is computed again.
+    """
     try:
-        with path.open() as fh:
+        with path.open(encoding="utf-8") as fh:
             record = json.load(fh)
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) else None
+    if not isinstance(record, dict):
+        return None
+    if cell is not None and record_problem(record, cell) is not None:
+        return None
+    return record
 
 
 def load_records(plan: GridPlan, out_dir: Path) -> dict[str, dict[str, Any]]:
-    """The records on disk of every cell of ``plan`` (cell key -> record; missing ones absent)."""
+    """The valid records on disk of every cell of ``plan`` (cell key -> record).
+
+    Missing and invalid records (``record_problem``) are left out.
+    """
     out: dict[str, dict[str, Any]] = {}
     for cell in plan.cells:
-        rec = load_record(cell_path(out_dir, cell))
+        rec = load_record(cell_path(out_dir, cell), cell)
         if rec is not None:
             out[cell.key] = rec
     return out
@@ -281,6 +365,7 @@ __all__ = [
     "library_versions",
     "load_record",
     "load_records",
+    "record_problem",
     "run_cell",
     "run_stl",
 ]

@@ -22,7 +22,7 @@ from agents.experiments.config import (
     digest,
 )
 from mtl_backends.balancers import GRADIENT_BALANCERS
-from mtl_backends.config import TrainConfig, to_dict
+from mtl_backends.config import TrainConfig, key_dict
 from mtl_backends.weightings import LOSS_WEIGHTINGS
 
 CELL_FORMAT_VERSION = 1
@@ -54,11 +54,15 @@ class Cell:
         return dataclasses.replace(self.benchmark.train, flat_rho=self.balancer.flat_rho)
 
     def identity(self) -> dict[str, Any]:
-        """Everything that changes the cell's result (labels excluded)."""
+        """Everything that changes the cell's result (labels excluded).
+
+        The training settings are ``config.key_dict``'s form: settings added later (e.g.
+        ``divergence_factor``) are left out at their defaults, so existing keys stay valid.
+        """
         return {
             "version": CELL_FORMAT_VERSION,
             "benchmark": self.benchmark.spec_for(self.seed).to_dict(),
-            "train": to_dict(self.train),
+            "train": key_dict(self.train),
             "weighting": self.weighting.spec.to_dict(),
             "weighting_files": _path_digests(self.weighting.name, self.weighting.kwargs),
             "balancer": self.balancer.spec.to_dict(),

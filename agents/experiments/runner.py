@@ -1,11 +1,13 @@
 """``igb compare``: run (or resume) the grid of an experiment and write its report.
 
 Each finished cell is written atomically to ``DIR/cells/<key>.json``; rerunning skips the cells
-already on disk, so a killed comparison resumes where it stopped; a cell that raises is recorded
-as failed with its traceback and the grid goes on. Invalid combinations (a transform conflict such
-as ``db_mtl`` with ``ew``) and user exclusions are skipped with a stated reason. One benchmark at a
-time: its STL references, then its cells. The report (``agents.experiments.report``) is rebuilt
-from the cell files at the end of every run.
+already on disk, so a killed comparison resumes where it stopped; a record that is not a valid
+record of its cell (wrong key, missing fields, not JSON: ``cells.record_problem``) is computed
+again. A cell that raises is recorded as failed with its traceback and the grid goes on. The
+output folder, the STL cache and the seeds are checked before any worker starts. Invalid
+combinations (a transform conflict such as ``db_mtl`` with ``ew``) and user exclusions are skipped
+with a stated reason. One benchmark at a time: its STL references, then its cells. The report
+(``agents.experiments.report``) is rebuilt from the cell files at the end of every run.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from agents.experiments.config import ExperimentConfig, config_hash
 from agents.experiments.grid import Cell, plan_grid
 from agents.experiments.report import write_report
 from mtl_backends.atomic import write_json_atomic
-from mtl_backends.config import to_dict
+from mtl_backends.config import check_seed, to_dict
+from mtl_backends.fileio import check_writable_dir
 from mtl_backends.registry import ConfigError
 
 
@@ -51,6 +54,8 @@ class CompareSummary:
         lost: Cells whose worker died (not recorded; rerun to retry).
         wall_time_s: Wall time of the call.
         report: Paths of the written report files.
+        invalid: Records found on disk that were not valid records of their cells (computed
+            again, or left out of a ``report_only`` report).
     """
 
     out_dir: Path
@@ -61,6 +66,7 @@ class CompareSummary:
     lost: int
     wall_time_s: float
     report: tuple[Path, ...]
+    invalid: int = 0
 
 
 def compare(
@@ -98,7 +104,9 @@ def compare(
         Counts of computed, reused, failed and skipped cells, and the report files.
 
     Raises:
-        ConfigError: A label of ``benchmarks`` that the grid does not have.
+        ConfigError: A label of ``benchmarks`` that the grid does not have, or a negative seed.
+        NotADirectoryError: ``out_dir`` or ``config.stl_cache`` is (inside) a file.
+        PermissionError: ``out_dir`` or ``config.stl_cache`` is not writable.
     """
     start = time.perf_counter()
     labels = [b.display for b in config.benchmarks]
@@ -108,17 +116,25 @@ def compare(
             f"unknown benchmark label(s) {', '.join(map(repr, unknown))}; "
             f"this grid has: {', '.join(labels)}"
         )
+    for seed in config.seeds:
+        check_seed(seed, f"{config_path or 'experiment'}: seeds")
+    out = check_writable_dir(out_dir, "the output folder")
+    if not report_only and config.stl_cache is not None:
+        check_writable_dir(config.stl_cache, "stl_cache")
     # Fails early (before any file is written) when the backend's extra is missing.
     owned = (
         None if report_only or runner is not None else make_backend(backend, workers, ray_address)
     )
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plan = plan_grid(config)
     records: dict[str, dict[str, Any]] = {}
     todo: list[Cell] = []
+    invalid = 0
     for cell in plan.cells:
-        rec = load_record(cell_path(out, cell))
+        path = cell_path(out, cell)
+        rec = load_record(path, cell)
+        if rec is None and path.exists():
+            invalid += 1
         if rec is not None and (rec.get("status") != "failed" or not retry_failed):
             records[cell.key] = rec
         else:
@@ -169,6 +185,7 @@ def compare(
         lost=lost,
         wall_time_s=time.perf_counter() - start,
         report=tuple(report),
+        invalid=invalid,
     )
 
 

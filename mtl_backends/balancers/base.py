@@ -67,6 +67,14 @@ class GradientBalancer(ABC):
         """Per-task factors ``h_t`` of the heads' gradients (``None``: all 1); read after a call."""
         return None
 
+    def diagnostics(self) -> dict[str, float]:
+        """Counters a run reports with its results, e.g. solver failures (default: none).
+
+        Experiment cells record them (``diagnostics`` in a cell record), so a method that falls
+        back to an approximate solution says how often it did.
+        """
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         """State needed to resume exactly (default: none)."""
         return {}

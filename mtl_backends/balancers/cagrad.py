@@ -109,5 +109,9 @@ class CAGrad(CoefficientBalancer):
             coef = coef / (1.0 + self.c**2)
         return w, coef
 
+    def diagnostics(self) -> dict[str, float]:
+        """``solver_failures``: steps whose SLSQP solve fell back to projected gradient descent."""
+        return {"solver_failures": float(self.solver_failures)}
+
     def __repr__(self) -> str:
         return f"CAGrad(c={self.c}, rescale={self.rescale}, weights={self.weights_mode!r})"

@@ -36,7 +36,8 @@ class IMGrad(CoefficientBalancer):
     2025, https://arxiv.org/abs/2503.08006.
 
     Formula (``variant="paper"``, the pinned dual): ``μ = cos(g_0, g_m)`` clipped to [0, 1]
-    (``g_m``: MGDA min-norm direction by Frank–Wolfe; ``μ = 0`` when ``g_m`` vanishes);
+    (``g_m``: the exact MGDA min-norm direction, ``_solvers.min_norm_simplex``; ``μ = 0`` when
+    ``g_m`` vanishes);
     ``w = argmin_{w ∈ Δ} (1 - μ)(g_w·g_0 + c‖g_0‖‖g_w‖) + μ‖g_w‖²`` (Gram form, SLSQP with a
     projected-gradient fallback); ``d = g_0 + (c‖g_0‖/‖g_w‖) g_w``, i.e. coefficients
     ``1/T + (c‖g_0‖/‖g_w‖) w_t``, times ``T`` (sum-scale convention of ``CoefficientBalancer``).
@@ -87,6 +88,10 @@ class IMGrad(CoefficientBalancer):
             coef = n * conflict_averse_coefficients(m, w, self.c) / (1.0 + self.c**2)
         self.solver_failures += int(not ok)
         return w, coef
+
+    def diagnostics(self) -> dict[str, float]:
+        """``solver_failures``: steps whose SLSQP solve fell back to projected gradient descent."""
+        return {"solver_failures": float(self.solver_failures)}
 
     def __repr__(self) -> str:
         return f"IMGrad(c={self.c}, variant={self.variant!r}, weights={self.weights_mode!r})"

@@ -19,15 +19,24 @@ class MGDA(CoefficientBalancer):
 
     Formula: with ``ĝ_t = g_t / n_t`` (``n_t``: 1, ``‖g_t‖``, ``L_t`` or ``L_t ‖g_t‖`` for
     ``normalize`` = ``none``, ``l2``, ``loss``, ``loss+``), ``λ = argmin_{λ ∈ Δ} ‖Σ_t λ_t ĝ_t‖²``
-    by Frank–Wolfe on the Gram matrix (closed form for two tasks); contribution
-    ``c_t g_t`` with ``c_t = T λ_t / n_t`` (sum-scale convention of ``CoefficientBalancer``).
-    With unit weights and ``normalize="none"`` the direction ``d`` has ``J d >= 0`` (no task gets
-    worse to first order); weights applied after the balancer void that guarantee.
+    solved exactly on the Gram matrix (``_solvers.min_norm_simplex``: closed form for two tasks,
+    Lawson–Hanson active set otherwise); contribution ``c_t g_t`` with ``c_t = T λ_t / n_t``
+    (sum-scale convention of ``CoefficientBalancer``), i.e. ``d = T Σ_t λ_t ĝ_t``. With unit
+    weights the direction has ``ĝ_t · d >= ‖d‖² / T >= 0`` for every task, so ``J d >= 0`` (no task
+    gets worse to first order) for every normalisation; weights applied after the balancer void
+    that guarantee.
+
+    F-MGDA (``{name: mgda, flat_rho: 2}``, ``mtl_backends.updates.flat``) runs two MGDA instances,
+    one on the loss gradients ``g`` and one on the flat parts ``h = g^SAM − g``. The authors'
+    releases (Phan et al., FS-MTL) differ here: the NYUv2 release L2-normalises every task's ``g``
+    and ``h`` before each min-norm solve and returns ``T Σ_t (λ_t ĝ_t + λ'_t ĥ_t)``, which is
+    ``{name: mgda, normalize: l2, flat_rho: 2}`` exactly; the Cityscapes release solves on the raw
+    ``g`` and ``h``, which is the default ``normalize: none``.
 
     Args:
         normalize: Gradient normalisation before the min-norm solve: ``"none"`` (default, as
-            LibMTL), ``"l2"``, ``"loss"`` (raw loss) or ``"loss+"`` (raw loss times gradient norm).
-        max_iter: Frank–Wolfe iterations.
+            LibMTL and the FS-MTL Cityscapes release), ``"l2"`` (the FS-MTL NYUv2 release),
+            ``"loss"`` (raw loss) or ``"loss+"`` (raw loss times gradient norm).
         weights: ``"after"`` (default) or ``"before"`` (IGB paper reproduction only).
 
     State: none.
@@ -35,9 +44,7 @@ class MGDA(CoefficientBalancer):
 
     label = "MGDA"
 
-    def __init__(
-        self, normalize: str = "none", max_iter: int = 250, weights: str = "after"
-    ) -> None:
+    def __init__(self, normalize: str = "none", weights: str = "after") -> None:
         super().__init__(weights)
         if normalize not in MGDA_NORMALISATIONS:
             raise ValueError(
@@ -45,7 +52,6 @@ class MGDA(CoefficientBalancer):
                 f"valid choices: {', '.join(MGDA_NORMALISATIONS)}"
             )
         self.normalize = normalize
-        self.max_iter = max_iter
 
     def _normalisers(self, m: np.ndarray, losses: Tensor) -> np.ndarray:
         n = m.shape[0]
@@ -63,9 +69,9 @@ class MGDA(CoefficientBalancer):
         return np.where(np.isfinite(out) & (out > 1e-30), out, 1.0)
 
     def coefficients(self, m: np.ndarray, losses: Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Frank–Wolfe simplex weights ``λ`` and coefficients ``T λ_t / n_t``."""
+        """Exact min-norm simplex weights ``λ`` and coefficients ``T λ_t / n_t``."""
         norm = self._normalisers(m, losses)
-        lam = min_norm_simplex(m / np.outer(norm, norm), max_iter=self.max_iter)
+        lam = min_norm_simplex(m / np.outer(norm, norm))
         return lam, m.shape[0] * lam / norm
 
     def __repr__(self) -> str:

@@ -1,8 +1,15 @@
-"""Writing and reading exported-policy folders (``policy.pt`` + ``policy.json``, atomically)."""
+"""Writing and reading exported-policy folders (``policy.pt`` + ``policy.json``, atomically).
+
+Loading trusts nothing in the folder: the sidecar is parsed as JSON and validated, the weights are
+read with ``torch.load(weights_only=True)`` (tensors and plain containers only, no stored code
+runs), and every tensor is checked by name, shape, dtype and finiteness against the network the
+sidecar describes before it is used. An exported policy folder therefore need not be trusted.
+"""
 
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,6 +19,7 @@ import torch
 from torch import Tensor
 
 from mtl_backends.atomic import atomic_torch_save, write_text_atomic
+from mtl_backends.fileio import FileFormatError, read_json
 from mtl_backends.policy.format import (
     FORMAT,
     POLICY_FILE,
@@ -115,18 +123,19 @@ def load_policy(path: str | Path) -> Policy:
 
     Raises:
         FileNotFoundError: A file is missing.
-        ValueError: An unsupported format, an inconsistent sidecar or unexpected tensors.
+        ValueError: An unsupported format, an inconsistent or malformed sidecar (not JSON, not an
+            object), an unreadable weights file, or tensors whose names, shapes, dtypes or values
+            (NaN, infinite) do not fit the sidecar's network (``FileFormatError``, naming the
+            file).
     """
     folder = Path(path)
     side_path, weights_path = folder / SIDECAR_FILE, folder / POLICY_FILE
     for p in (side_path, weights_path):
         if not p.is_file():
             raise FileNotFoundError(f"policy file {str(p)!r} does not exist")
-    sidecar = json.loads(side_path.read_text())
+    sidecar = read_json(side_path, "policy sidecar")
     validate_sidecar(sidecar, str(side_path))
-    tensors = torch.load(weights_path, map_location="cpu", weights_only=True)
-    if not isinstance(tensors, dict) or not all(isinstance(v, Tensor) for v in tensors.values()):
-        raise ValueError(f"{weights_path}: expected a dict of tensors")
+    tensors = read_tensors(weights_path)
     obs_mean, obs_var = tensors.pop("obs_mean", None), tensors.pop("obs_var", None)
     if (sidecar.get("obs_normalization") is not None) != (
         obs_mean is not None and obs_var is not None
@@ -134,22 +143,113 @@ def load_policy(path: str | Path) -> Policy:
         raise ValueError(
             f"{folder}: obs_normalization in the sidecar and obs_mean/obs_var tensors disagree"
         )
-    network = network_from_spec(sidecar["network"])
     try:
-        network.load_state_dict(tensors, strict=True)
-    except RuntimeError as err:
-        raise ValueError(
-            f"{weights_path}: the tensors do not fit the sidecar's network {sidecar['network']}: "
-            f"{err}"
+        network = network_from_spec(sidecar["network"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise FileFormatError(
+            f"{side_path}: network {sidecar['network']} cannot be built ({err})"
         ) from None
+    problems = _tensor_problems(network.state_dict(), tensors)
+    if problems:
+        raise FileFormatError(
+            f"{weights_path}: the tensors do not fit the sidecar's network {sidecar['network']}: "
+            + "; ".join(problems)
+        )
+    if obs_mean is not None and obs_var is not None:
+        _check_normalisation(weights_path, obs_mean, obs_var, sidecar["obs_dim"])
+    _check_finite(weights_path, tensors)
+    network.load_state_dict(tensors, strict=True)
     network.eval()
     return Policy(network, sidecar, obs_mean, obs_var)
+
+
+def read_tensors(path: str | Path) -> dict[str, Tensor]:
+    """The flat dict of tensors in a ``policy.pt``, read without running stored code.
+
+    Raises:
+        FileFormatError: Empty, truncated or damaged; holds objects other than tensors (a
+            pickled object or code, refused by ``weights_only=True``); or not a dict of named
+            tensors.
+    """
+    path = Path(path)
+    try:
+        tensors = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
+        if "weights only load failed" in str(err).lower():
+            # torch refused the pickle (a global other than a tensor's, or an opcode it does not
+            # read): damaged, or carrying objects or code. Its message advises retrying with
+            # weights_only=False, which would run that code; the advice is not passed on.
+            raise FileFormatError(
+                f"policy weights {str(path)!r} are not a tensors-only torch file: damaged, or "
+                "holding pickled objects or code, which are never loaded; export the policy "
+                "again with `igb export` (and never load this file with weights_only=False)"
+            ) from None
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise FileFormatError(
+            f"policy weights {str(path)!r} are not a readable torch tensor file ({reason}); the "
+            "file is empty, truncated or damaged: export the policy again"
+        ) from None
+    if not isinstance(tensors, dict) or not all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in tensors.items()
+    ):
+        raise FileFormatError(
+            f"policy weights {str(path)!r} must hold a dict of named tensors, got "
+            f"{type(tensors).__name__}"
+        )
+    return dict(tensors)
+
+
+def _tensor_problems(expected: Mapping[str, Tensor], given: Mapping[str, Tensor]) -> list[str]:
+    """Differences of names, shapes and dtypes between a network's state and the file's tensors."""
+    problems: list[str] = []
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    if missing:
+        problems.append(f"Missing key(s) {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"Unexpected key(s) {', '.join(unexpected)}")
+    for name, ref in expected.items():
+        value = given.get(name)
+        if value is None:
+            continue
+        if value.shape != ref.shape:
+            problems.append(
+                f"size mismatch for {name}: shape {tuple(value.shape)}, expected {tuple(ref.shape)}"
+            )
+        elif value.dtype != ref.dtype:
+            problems.append(f"dtype mismatch for {name}: {value.dtype}, expected {ref.dtype}")
+    return problems
+
+
+def _check_finite(path: Path, tensors: Mapping[str, Tensor]) -> None:
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise FileFormatError(
+            f"{path}: tensor(s) {', '.join(bad)} hold NaN or infinite values; the policy is "
+            "damaged (or its training diverged): export it again"
+        )
+
+
+def _check_normalisation(path: Path, mean: Tensor, var: Tensor, obs_dim: Any) -> None:
+    problems = []
+    for name, value in (("obs_mean", mean), ("obs_var", var)):
+        if value.dtype != torch.float64:
+            problems.append(f"{name} has dtype {value.dtype}, expected torch.float64")
+        elif obs_dim is not None and value.shape != (int(obs_dim),):
+            problems.append(f"{name} has shape {tuple(value.shape)}, expected ({int(obs_dim)},)")
+        elif not bool(value.isfinite().all()):
+            problems.append(f"{name} holds NaN or infinite values")
+    if not problems and bool((var < 0).any()):
+        problems.append("obs_var has negative entries")
+    if problems:
+        raise FileFormatError(f"{path}: {'; '.join(problems)}: export the policy again")
 
 
 __all__ = [
     "DEFAULT_SHIPPED",
     "SHIPPED_DIR",
     "load_policy",
+    "read_tensors",
     "save_policy",
     "shipped_policies",
     "shipped_policy",

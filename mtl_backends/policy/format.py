@@ -128,6 +128,10 @@ def validate_sidecar(sidecar: Mapping[str, Any], where: str) -> None:
         ValueError: Another format or version, missing keys, an unknown action map version, a
             feature table that differs from this library's, or inconsistent sizes.
     """
+    if not isinstance(sidecar, Mapping):
+        raise ValueError(
+            f"{where}: a policy sidecar is a JSON object, got {type(sidecar).__name__}"
+        )
     if sidecar.get("format") != FORMAT:
         raise ValueError(f"{where}: not an igb policy sidecar (format {sidecar.get('format')!r})")
     version = sidecar.get("format_version")
@@ -147,7 +151,8 @@ def validate_sidecar(sidecar: Mapping[str, Any], where: str) -> None:
         detail = f"missing entry {err}" if isinstance(err, KeyError) else str(err)
         raise ValueError(f"{where}: malformed action_map or features.spec: {detail}") from None
     table = FeatureTable(spec)
-    if list(sidecar["features"]["table"]) != [f.describe() for f in table.rows]:
+    recorded = sidecar["features"].get("table")
+    if not isinstance(recorded, list) or recorded != [f.describe() for f in table.rows]:
         raise ValueError(
             f"{where}: the policy's feature table differs from this library's for the settings "
             f"{dict(sidecar['features']['spec'])}; it was exported by an incompatible version"
@@ -166,6 +171,9 @@ def validate_sidecar(sidecar: Mapping[str, Any], where: str) -> None:
         raise ValueError(
             f"{where}: transform {sidecar['transform']!r}; policies work on the 'log' transform"
         )
+    k = sidecar["steps_per_action"]
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"{where}: steps_per_action must be an integer >= 1, got {k!r}")
 
 
 def _validate_mlp(

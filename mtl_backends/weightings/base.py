@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -24,6 +24,12 @@ class StepContext:
         epoch: Index of the current epoch (0-based).
         steps_per_epoch: Training steps per epoch.
         lr_ratio: Current learning rate / initial learning rate, in [0, 1].
+        shared_parameters: The model's shared parameters, in the encoder's order (what GradNorm
+            differentiates; empty outside ``MTLTrainer``).
+        batch_losses: Recomputes the raw losses ``[T]`` of the current batch at the parameters
+            as they are when it is called: one forward pass without gradients (FAMO calls it in
+            ``after_step`` for the losses after the update; ``None`` outside ``MTLTrainer``).
+            Nothing else calls it, so it costs the other methods nothing.
     """
 
     losses: Tensor
@@ -32,6 +38,8 @@ class StepContext:
     epoch: int
     steps_per_epoch: int
     lr_ratio: float
+    shared_parameters: Sequence[Tensor] = ()
+    batch_losses: Callable[[], Tensor] | None = None
 
     @property
     def n_tasks(self) -> int:
@@ -47,6 +55,12 @@ class LossWeighting(ABC):
     ``state_dict`` and ``load_state_dict``; methods with learnable parameters (UW) override
     ``parameters`` and ``extra_loss``; methods that look at the result of a step (FAMO) override
     ``after_step``.
+
+    The training objective is ``Σ_t w_t l_t + extra_loss(L)`` with ``w`` detached. Learnable
+    weights therefore reach the model only through the detached ``w``; ``extra_loss`` must give
+    gradients to the method's own parameters only, so it uses the losses detached (UW's
+    ``Σ_t ½ (e^{-s_t} L_t.detach() + s_t)``): the heads and the encoder receive each task's
+    gradient once, through ``w_t l_t``, never a second time through the extra term.
     """
 
     transform: ClassVar[str] = "identity"
@@ -81,6 +95,10 @@ class LossWeighting(ABC):
 
     def after_step(self, context: StepContext) -> None:
         """Called after the optimizer step (default: nothing)."""
+
+    def diagnostics(self) -> dict[str, float]:
+        """Counters a run reports with its results (default: none)."""
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         """State needed to resume exactly (default: none)."""

@@ -149,6 +149,62 @@ def test_schedule_random_phase_updates_and_buffer() -> None:
         assert not buffer.dones[i, 0]
 
 
+@pytest.mark.parametrize(
+    ("random_epochs", "update_start_epochs", "paper_epochs", "k_random", "k_update"),
+    # 40-step runs: the published 5/200 and 3/200 of the budget are round(1.0) and round(0.6);
+    # with paper_epochs = 20 they are 10 and 6 steps; the epoch schedule (5 steps per epoch) would
+    # give 25 and 15 steps.
+    [(5, 3, 200, 1, 1), (5, 3, 20, 10, 6), (3, 2, 8, 15, 10)],
+)
+def test_proportional_schedule_phases(
+    random_epochs: int, update_start_epochs: int, paper_epochs: int, k_random: int, k_update: int
+) -> None:
+    weighting = _igbv2(
+        random_epochs=random_epochs,
+        update_start_epochs=update_start_epochs,
+        schedule="proportional",
+        paper_epochs=paper_epochs,
+    )
+    assert weighting.random_steps(SPE, STEPS) == k_random
+    assert weighting.update_start(SPE, STEPS) == k_update
+    paper = _igbv2(random_epochs=random_epochs, update_start_epochs=update_start_epochs)
+    assert paper.random_steps(SPE, STEPS) == random_epochs * SPE
+    assert paper.update_start(SPE) == update_start_epochs * SPE
+
+    trainer = _trainer(weighting)
+    assert weighting.model is not None
+    calls: list[int] = []
+    original = weighting.model.train
+
+    def counting_train(gradient_steps: int, batch_size: int = 64) -> None:
+        calls.append(trainer.step_count)
+        original(gradient_steps=gradient_steps, batch_size=batch_size)
+
+    weighting.model.train = counting_train  # type: ignore[method-assign]
+    history = trainer.fit(record=True)
+    weights = torch.tensor(history.weights, dtype=torch.float64)
+    # The random phase is the generator's draws in order, for exactly k_random steps.
+    gen = torch.Generator().manual_seed(weighting.generator.initial_seed())  # type: ignore[union-attr]
+    draws = torch.stack([torch.randn(3, generator=gen) for _ in range(k_random)]).double()
+    torch.testing.assert_close(
+        weights[:k_random], 3 * torch.softmax(draws, 1), rtol=1e-5, atol=1e-6
+    )
+    nxt = torch.randn(3, generator=gen).double()
+    assert not torch.allclose(weights[k_random], 3 * torch.softmax(nxt, 0), atol=1e-3)
+    # Updates every 4 steps (as published) from k_update on, once the buffer has a transition.
+    expected = [k for k in range(STEPS) if k >= max(k_update, BASE_END) and k % 4 == 0]
+    assert calls == expected
+
+
+def test_schedule_choices_are_checked() -> None:
+    with pytest.raises(ValueError, match="paper, proportional"):
+        IGBv2(schedule="linear")
+    with pytest.raises(ValueError, match="paper_epochs"):
+        IGBv2(schedule="proportional", paper_epochs=0)
+    with pytest.raises(ValueError, match="total_steps"):
+        IGBv2(schedule="proportional").random_steps(10, None)
+
+
 def test_global_rngs_are_left_alone() -> None:
     torch_state, np_state = torch.get_rng_state(), np.random.get_state(legacy=False)
     _trainer(_igbv2()).fit(record=False)

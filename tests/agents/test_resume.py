@@ -70,7 +70,7 @@ def test_checkpoint_holds_buffer_cursors_and_rngs_and_resume_extends(tmp_path: P
     config = tiny_agent("sac", total_timesteps=40, checkpoint_every=20, reference_instances=0)
     run = train_agent(config.__class__(**{**config.__dict__, "env": env}), tmp_path, False)
     folder = latest_checkpoint(run)
-    assert {"model.zip", "replay_buffer.pkl", "rng.pkl", "state.json"} <= {
+    assert {"model.zip", "replay_buffer.pkl", "rng.json", "episodes.json", "state.json"} <= {
         p.name for p in folder.iterdir()
     }
     state = load_state(folder)

@@ -216,3 +216,29 @@ def test_a_state_saved_before_the_noise_existed_loads() -> None:
     assert b.gaps is not None and b.smoothed_gaps is not None
     expected = np.abs(np.log(b.gaps.numpy()) - np.log(b.smoothed_gaps.numpy()))
     np.testing.assert_array_equal(b.noise.numpy(), expected)
+
+
+def test_a_loss_below_its_lower_bound_after_the_base_window_is_refused() -> None:
+    # A negative gap means the declared L* is wrong; the tracker would otherwise feed every
+    # gap-based decision with it (issue 18).
+    tracker = GapTracker(2, base_window=(0, 1), lower_bounds=torch.tensor([0.5, 0.0]))
+    _feed(tracker, [[2.0, 2.0], [1.0, 1.0]])
+    with pytest.raises(ValueError, match=r"at step 2: task 0 loss 0\.4 < L\* 0\.5") as err:
+        tracker.update(torch.tensor([0.4, 1.0]), 2, 1e-3)
+    assert "lower_bounds must not exceed any loss" in str(err.value)
+    tracker.update(torch.tensor([0.5, 0.0]), 3, 1e-3)  # at the bound: a gap of 0, accepted
+    assert tracker.gaps is not None and tracker.gaps.tolist() == [0.0, 0.0]
+
+
+def test_policy_weighting_refuses_losses_below_the_bound_after_its_base_window() -> None:
+    from pathlib import Path
+
+    from mtl_backends.weightings import PolicyWeighting
+
+    root = Path(__file__).resolve().parents[2]
+    policy = PolicyWeighting.load(root / "policies" / "synthetic-ppo-residual")
+    end = policy.policy.sidecar["base_window"][1]
+    for _ in range(end + 1):
+        policy.update(torch.tensor([1.0, 10.0, 100.0]), lr=1e-3)
+    with pytest.raises(ValueError, match=r"task 1 loss -1 < L\* 0"):
+        policy.update(torch.tensor([1.0, -1.0, 100.0]), lr=1e-3)

@@ -56,3 +56,77 @@ def test_stl_matches_training_one_task_alone(tmp_path: Path) -> None:
     t = MTLTrainer(bench, SingleTask(1), make_balancer("sum"), TRAIN, seed=3)
     t.fit()
     assert ref["test"]["t2_mse"] == t.evaluate("test").metrics["t2_mse"]
+
+
+# -- Cache entries verify their content; the cache is checked before training (issue 18) ---------
+
+
+def _count_training(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real = stl.train_stl
+
+    def counting(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(stl, "train_stl", counting)
+    return calls
+
+
+def test_keys_are_the_ones_written_before_divergence_factor_existed() -> None:
+    # Computed with the code before the field was added (commit 9149de9): cached references stay.
+    train = TrainConfig(steps=30, batch_size=50, base_window=(5, 10))
+    key = stl.stl_key(MethodSpec("synthetic", {"n_tasks": 3}), train, 2)
+    assert key == "a1a915a3ec9c6694ccc3810b058028b024253a156d92b96f1a9441e7aa11985a"
+
+
+def test_entries_carry_a_content_hash(tmp_path: Path) -> None:
+    stl.stl_reference(BENCH, TRAIN, 0, tmp_path)
+    (path,) = tmp_path.glob("*.json")
+    entry = json.loads(path.read_text())
+    assert entry[stl.HASH_FIELD] == stl.content_hash(entry)
+    assert stl.read_stl_entry(path) == entry["reference"]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["edit_metric", "drop_hash", "truncate", "not_an_object", "bad_metrics"],
+)
+def test_a_damaged_entry_is_retrained_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    calls = _count_training(monkeypatch)
+    first = stl.stl_reference(BENCH, TRAIN, 0, tmp_path)
+    (path,) = tmp_path.glob("*.json")
+    entry = json.loads(path.read_text())
+    if damage == "edit_metric":  # an edited number: the hash no longer verifies
+        entry["reference"]["test"]["t1_mse"] = 1e-9
+        path.write_text(json.dumps(entry))
+    elif damage == "drop_hash":  # an entry of an older igb-rl, or an edit that removed it
+        del entry[stl.HASH_FIELD]
+        path.write_text(json.dumps(entry))
+    elif damage == "truncate":
+        path.write_text(path.read_text()[:50])
+    elif damage == "not_an_object":
+        path.write_text("[1, 2, 3]")
+    else:  # hashed, but not split -> metric -> number
+        entry["reference"]["test"]["t1_mse"] = "small"
+        entry[stl.HASH_FIELD] = stl.content_hash(entry)
+        path.write_text(json.dumps(entry))
+    with pytest.warns(UserWarning, match=r"STL cache entry '.*\.json'.*training the STL"):
+        again = stl.stl_reference(BENCH, TRAIN, 0, tmp_path)
+    assert again == first and len(calls) == 2
+    assert stl.read_stl_entry(path) == first  # rewritten whole
+
+
+def test_a_cache_that_is_a_file_fails_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _count_training(monkeypatch)
+    cache = tmp_path / "cache"
+    cache.write_text("a file where the cache folder should be")
+    with pytest.raises(NotADirectoryError, match=r"stl_cache '.*cache' is a file"):
+        stl.stl_reference(BENCH, TRAIN, 0, cache)
+    with pytest.raises(NotADirectoryError, match=r"stl_cache .* cannot be created"):
+        stl.stl_reference(BENCH, TRAIN, 0, cache / "sub")
+    assert calls == []

@@ -219,3 +219,95 @@ def test_fit_records_history_and_evaluations(
 def test_batch_larger_than_data_is_rejected(tiny_benchmark: Synthetic) -> None:
     with pytest.raises(ConfigError, match="larger than the training split"):
         _trainer(tiny_benchmark, TrainConfig(batch_size=10_000))
+
+
+# -- Careless input and exploding runs (issue 18) --------------------------------------------------
+
+
+def _state(trainer: MTLTrainer) -> dict[str, object]:
+    return {"state": trainer.state_dict(), "data": trainer._data_generator.get_state()}
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return (
+            isinstance(b, list | tuple)
+            and len(a) == len(b)
+            and all(_same(x, y) for x, y in zip(a, b, strict=True))
+        )
+    return a == b
+
+
+@pytest.mark.parametrize(
+    ("weights", "match"),
+    [
+        ([float("nan"), 1.0, 1.0], "weights must be finite"),
+        ([1.0, float("inf"), 1.0], "weights must be finite"),
+        ([1.0, 1.0], r"weights must have shape \(3,\)"),
+        (["a", 1.0, 1.0], "weights must be 3 numbers"),
+    ],
+)
+def test_rejected_step_weights_leave_the_trainer_as_it_was(
+    tiny_benchmark: Synthetic, tiny_config: TrainConfig, weights: list[object], match: str
+) -> None:
+    t = _trainer(tiny_benchmark, tiny_config)
+    t.fit(steps=9)  # past the base window: gaps, snapshots and weights exist
+    before = _state(t)
+    with pytest.raises(ValueError, match=match):
+        t.step(weights=weights)  # type: ignore[arg-type]
+    assert _same(_state(t), before)  # no batch drawn, nothing absorbed
+    # Still usable, and its next step is the one an untouched trainer takes.
+    reference = _trainer(tiny_benchmark, tiny_config)
+    reference.fit(steps=9)
+    assert torch.equal(t.step().losses, reference.step().losses)
+    assert all(torch.equal(a, b) for a, b in zip(_params(t), _params(reference), strict=True))
+
+
+def test_exploding_run_is_divergence_not_a_normal_result(tiny_benchmark: Synthetic) -> None:
+    cfg = TrainConfig(steps=20, batch_size=20, base_window=(4, 8), lr=1e3)
+    t = _trainer(tiny_benchmark, cfg)
+    with pytest.raises(
+        DivergenceError, match=r"exploding loss at step \d+: task\(s\) t1 \("
+    ) as err:
+        t.fit()
+    assert "train.divergence_factor" in str(err.value) and "lower train.lr" in str(err.value)
+    # Caught before the base losses existed: a base-loss reference would have come too late.
+    assert cfg.base_window is not None and t.step_count < cfg.base_window[1]
+    # With the check off the same run goes on with finite but absurd losses.
+    off = _trainer(tiny_benchmark, dataclasses.replace(cfg, divergence_factor=None))
+    history = off.fit(steps=t.step_count + 1)
+    assert max(history.losses[-1]) > 1e3 * history.losses[0][0]
+
+
+def test_divergence_check_changes_no_valid_run(
+    tiny_benchmark: Synthetic, tiny_config: TrainConfig
+) -> None:
+    checked = _trainer(tiny_benchmark, tiny_config).fit()
+    unchecked = _trainer(
+        tiny_benchmark, dataclasses.replace(tiny_config, divergence_factor=None)
+    ).fit()
+    assert checked.losses == unchecked.losses and checked.weights == unchecked.weights
+
+
+def test_divergence_reference_survives_a_resume(
+    tiny_benchmark: Synthetic, tiny_config: TrainConfig
+) -> None:
+    t = _trainer(tiny_benchmark, tiny_config)
+    t.fit(steps=3)
+    state = t.state_dict()
+    assert torch.equal(state["first_margin"], t._first_margin)  # type: ignore[arg-type]
+    resumed = _trainer(tiny_benchmark, tiny_config)
+    resumed.load_state_dict(state)
+    assert resumed._explosion_limit is not None
+    assert torch.equal(resumed._explosion_limit, t._explosion_limit)  # type: ignore[arg-type]
+    # A state from before the check (no first_margin) resumes; the next step becomes the reference.
+    old = {k: v for k, v in state.items() if k != "first_margin"}
+    legacy = _trainer(tiny_benchmark, tiny_config)
+    legacy.load_state_dict(old)
+    assert legacy._explosion_limit is None
+    legacy.step()
+    assert legacy._explosion_limit is not None

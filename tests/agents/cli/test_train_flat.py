@@ -11,7 +11,8 @@ TINY = str(ROOT / "configs" / "runs" / "smoke.yaml")
 
 
 def test_train_with_flat_balancer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["train", TINY, "--weighting", "si", "--balancer", "cagrad", "--flat", "--steps", "4"]
+    # 11 steps: the config's base window [5, 10] must end before the budget.
+    args = ["train", TINY, "--weighting", "si", "--balancer", "cagrad", "--flat", "--steps", "11"]
     code = main([*args, "--no-stl", "--out", str(tmp_path / "run")])
     assert code == 0
     assert "balancer=cagrad" in capsys.readouterr().out
@@ -19,7 +20,7 @@ def test_train_with_flat_balancer(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 def test_flat_radius_override(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["train", TINY, "--balancer", "mgda", "--flat", "0.5", "--steps", "2", "--no-stl"]
+    args = ["train", TINY, "--balancer", "mgda", "--flat", "0.5", "--steps", "11", "--no-stl"]
     assert main([*args, "--out", str(tmp_path / "run")]) == 0
     assert "flat_rho=0.5" in capsys.readouterr().out
 

@@ -197,11 +197,13 @@ def test_load_record_returns_none_for_unreadable_files(tmp_path: Path) -> None:
 def test_load_records_reads_the_plan_cells_only(tmp_path: Path) -> None:
     config = _records.experiment(balancers=["sum"], seeds=[0])
     plan = plan_grid(config)
-    ew, igb, _ = plan.cells
+    ew, igb, si = plan.cells
     assert cell_path(tmp_path, ew) == tmp_path / "cells" / f"{ew.key}.json"
     (tmp_path / "cells").mkdir()
-    cell_path(tmp_path, ew).write_text(json.dumps({"status": "ok"}))
+    good = failed_record(ew, {}, "boom")
+    cell_path(tmp_path, ew).write_text(json.dumps(good))
     cell_path(tmp_path, igb).write_text('{"status": "fai')  # a partial write
-    (tmp_path / "cells" / "stranger.json").write_text(json.dumps({"status": "ok"}))
-    assert load_records(plan, tmp_path) == {ew.key: {"status": "ok"}}
+    cell_path(tmp_path, si).write_text(json.dumps({"status": "ok"}))  # edited: no key, no fields
+    (tmp_path / "cells" / "stranger.json").write_text(json.dumps(good))
+    assert load_records(plan, tmp_path) == {ew.key: good}
     assert load_records(plan, tmp_path / "nowhere") == {}

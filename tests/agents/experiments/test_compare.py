@@ -7,6 +7,7 @@ import csv
 import importlib.util
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,50 @@ def test_resume_skips_finished_cells_and_reproduces_numbers(
     assert {p: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")} == mtimes
     assert (out / "results.md").is_file()
     assert _numbers(out) == before
+
+
+def test_edited_swapped_or_truncated_cells_are_recomputed_not_trusted(
+    smoke: tuple[Path, Path, int], tmp_path: Path
+) -> None:
+    """A record is used only when it is its cell's (key) and has its fields (issue 18)."""
+    out, stl, _ = smoke
+    before = _numbers(out)
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    config = experiment_from_dict(_smoke_dict(stl))
+    ok = [
+        c
+        for c in plan_grid(config).cells
+        if json.loads((copy / "cells" / f"{c.key}.json").read_text())["status"] == "ok"
+    ]
+    a, b, c, d = (copy / "cells" / f"{cell.key}.json" for cell in ok[:4])
+    a_text, b_text = a.read_text(), b.read_text()
+    a.write_text(b_text)  # two records swapped: each names the other's key
+    b.write_text(a_text)
+    c.write_text(json.dumps({"status": "ok"}))  # edited down to a bare status
+    d.write_text(d.read_text()[:100])  # truncated
+    peek = compare(config, copy, progress_bar=False, report_only=True)
+    assert peek.invalid == 4 and peek.reused == 16
+    rows = {k: v for k, v in _numbers(copy).items() if v[0] == "ok"}
+    assert len(rows) == 16 and all(before[k] == v for k, v in rows.items())
+    summary = compare(config, copy, workers=1, progress_bar=False)
+    assert (summary.computed, summary.reused, summary.invalid) == (4, 16, 4)
+    assert _numbers(copy) == before  # every row back under its own key, same numbers
+    assert compare(config, copy, progress_bar=False, report_only=True).invalid == 0
+
+
+def test_a_negative_seed_or_unusable_folders_fail_before_any_worker_starts(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ConfigError, match=r"seeds must be >= 0 .*got -1"):
+        compare(_tiny(tmp_path / "stl", seeds=[0, -1]), tmp_path / "out", progress_bar=False)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(NotADirectoryError, match=r"the output folder .* is a file"):
+        compare(_tiny(tmp_path / "stl"), blocker, progress_bar=False)
+    with pytest.raises(NotADirectoryError, match=r"stl_cache .*cannot be created"):
+        compare(_tiny(blocker / "stl"), tmp_path / "out2", progress_bar=False)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out2").exists()
 
 
 def test_benchmarks_filter_trains_only_the_named_tables(tmp_path: Path) -> None:

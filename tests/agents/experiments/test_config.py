@@ -38,6 +38,24 @@ LABELS = {
     "mgda": "MGDA",
     "pcgrad": "PCGrad",
     "cagrad": "CAGrad",
+    "uw": "UW",
+    "dwa": "DWA",
+    "rlw": "RLW",
+    "gls": "GLS",
+    "gradnorm": "GradNorm",
+    "famo": "FAMO",
+    "imtl_l": "IMTL-L",
+    "nash_mtl": "Nash-MTL",
+    "imtl_g": "IMTL-G",
+    "aligned_mtl": "Aligned-MTL",
+    "upgrad": "UPGrad",
+    "dualproj": "DualProj",
+    "fairgrad": "FairGrad",
+    "gradvac": "GradVac",
+    "config": "ConFIG",
+    "torchjd_mgda": "MGDA (TorchJD)",
+    "torchjd_pcgrad": "PCGrad (TorchJD)",
+    "torchjd_cagrad": "CAGrad (TorchJD)",
 }
 
 
@@ -123,9 +141,12 @@ def test_to_dict_round_trips() -> None:
     [
         ({"bogus": 1}, "unknown key(s) 'bogus'; valid keys: benchmarks, weightings, balancers"),
         ({"weightings": ["nope"]}, "experiment.weightings[0]: unknown loss weighting 'nope'; "
-         "valid choices: ew, igbv1, igbv2, policy, si, tuned_static"),
+         "valid choices: dwa, ew, famo, gls, gradnorm, igbv1, igbv2, imtl_l, policy, rlw, si, "
+         "tuned_static, uw"),
         ({"balancers": ["sum", "nope"]}, "experiment.balancers[1]: unknown gradient balancer "
-         "'nope'; valid choices: cagrad, db_mtl, imgrad, mgda, pcgrad, sum"),
+         "'nope'; valid choices: aligned_mtl, cagrad, config, db_mtl, dualproj, fairgrad, "
+         "gradvac, imgrad, imtl_g, mgda, nash_mtl, pcgrad, sum, torchjd_cagrad, torchjd_mgda, "
+         "torchjd_pcgrad, upgrad"),
         ({"benchmarks": ["nope"]}, "experiment.benchmarks[0]: unknown benchmark 'nope'; "
          "valid choices: multi_digits, qm9, synthetic, toy"),
         ({"balancers": [{"name": "db_mtl", "betta": 0.5}]}, "gradient balancer 'db_mtl' got "

@@ -212,3 +212,31 @@ def test_variation_requires_instances() -> None:
     )
     cells = plan_grid(config).cells
     assert cells[0].identity()["benchmark"] != cells[1].identity()["benchmark"]
+
+
+def test_keys_are_the_ones_computed_before_divergence_factor_existed() -> None:
+    """Adding ``train.divergence_factor`` kept every key at its default (issue 18).
+
+    The keys were computed with the code before the field existed (commit 9149de9).
+    """
+    data: dict[str, Any] = {
+        "benchmarks": [
+            {
+                "name": "synthetic",
+                "label": "syn",
+                "train": {"steps": 30, "batch_size": 50, "base_window": [5, 10]},
+            }
+        ],
+        "weightings": ["ew", "igbv1"],
+        "seeds": [0, 1],
+    }
+    keys = [c.key for c in plan_grid(experiment_from_dict(data, "x")).cells]
+    assert keys == [
+        "fd0819c37d02be806b58804b",
+        "2f8d5708ffcd7865e05a8a2e",
+        "291fe7ed1686c70b61a4ab93",
+        "1e4285b0f58edb5c95e295cc",
+    ]
+    data["benchmarks"][0]["train"]["divergence_factor"] = 50.0
+    changed = [c.key for c in plan_grid(experiment_from_dict(data, "x")).cells]
+    assert not set(changed) & set(keys)  # a non-default value is a different result

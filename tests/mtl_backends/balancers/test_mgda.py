@@ -51,7 +51,7 @@ def test_unit_weights_do_not_conflict(seed: int, n_tasks: int, family: str) -> N
     A.assert_non_conflicting(jac, d, rtol=1e-5)
 
 
-def test_frank_wolfe_matches_brute_force_min_norm() -> None:
+def test_min_norm_matches_brute_force_grid() -> None:
     jac = generic(3, 6, 11).numpy()
     m = jac @ jac.T
     w = min_norm_simplex(m)
