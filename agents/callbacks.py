@@ -22,7 +22,7 @@ import io
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -30,6 +30,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 
 from mtl_backends.atomic import atomic_open
+from mtl_backends.progress import Progress
 
 
 def null_logger() -> Logger:
@@ -167,36 +168,35 @@ class BudgetCallback(BaseCallback):
 
 
 class TqdmCallback(BaseCallback):
-    """A tqdm progress bar over timesteps, with the episode count and mean return as postfix.
+    """Progress over timesteps, with the episode count and mean return as postfix.
+
+    A tqdm bar on a terminal, plain lines with rate and ETA in a log (``mtl_backends.progress``).
 
     Args:
         total_timesteps: The timestep cap.
-        disable: Hide the bar (tests, non-interactive runs).
+        disable: Show nothing (tests).
     """
 
     def __init__(self, total_timesteps: int, disable: bool = False) -> None:
         super().__init__()
         self.total = total_timesteps
         self.disable = disable
-        self.bar: Any = None
+        self.bar: Progress | None = None
         self.episodes = 0
 
     def _on_training_start(self) -> None:
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=self.total, desc="agent", unit="step", disable=self.disable)
+        self.bar = Progress(self.total, "agent", "step", disable=self.disable)
 
     def _on_step(self) -> bool:
         assert self.bar is not None
-        self.bar.n = min(self.num_timesteps, self.total)
         dones = self.locals.get("dones")
         if dones is not None:
             self.episodes += int(np.sum(dones))
         buffer = getattr(self.model, "ep_info_buffer", None)
         if buffer:
             mean_return = float(np.mean([ep["r"] for ep in buffer]))
-            self.bar.set_postfix(episodes=self.episodes, ret=f"{mean_return:.3f}", refresh=False)
-        self.bar.refresh()
+            self.bar.set_postfix(episodes=self.episodes, ret=f"{mean_return:.3f}")
+        self.bar.update_to(min(self.num_timesteps, self.total))
         return True
 
     def _on_training_end(self) -> None:

@@ -32,30 +32,29 @@ is read by an unpickler that admits only numpy arrays and torch byte tensors.
 
 from __future__ import annotations
 
-import base64
 import collections
 import contextlib
-import io
 import json
 import os
-import pickle
-import random
 import re
 import shutil
 import tempfile
-import warnings
-import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 from agents.callbacks import save_model_atomic
+from agents.rng_state import (
+    read_legacy_rng,
+    rng_states,
+    rng_states_from_json,
+    rng_states_to_json,
+)
 from mtl_backends.atomic import write_json_atomic
 from mtl_backends.fileio import FileFormatError, read_json
 
@@ -64,157 +63,7 @@ LEGACY_MODEL = "checkpoint.zip"
 RNG_FILE = "rng.json"
 LEGACY_RNG_FILE = "rng.pkl"
 EPISODES_FILE = "episodes.json"
-RNG_FORMAT = "igb-rng-states"
 CHECKPOINT_DIR = re.compile(r"checkpoint-\d{9,}")
-SB3_STATE_ENTRIES: tuple[str, ...] = (
-    "_last_obs",
-    "_last_episode_starts",
-    "_last_original_obs",
-    "ep_info_buffer",
-    "ep_success_buffer",
-)
-"""Cloudpickled SB3 entries that are run state: loaded as ``None`` (``learn`` resets the env and
-the observations; the episode buffers come back from ``episodes.json``)."""
-SB3_REBUILT_ENTRIES: tuple[str, ...] = (
-    "lr_schedule",
-    "rollout_buffer_class",
-    "replay_buffer_class",
-)
-"""Cloudpickled SB3 entries that SB3's ``_setup_model`` rebuilds from plain values when ``None``."""
-
-
-def rng_states() -> dict[str, Any]:
-    """The global RNG states of this process (numpy legacy, torch CPU, Python ``random``)."""
-    return {
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-        "random": random.getstate(),
-    }
-
-
-def set_rng_states(states: Mapping[str, Any]) -> None:
-    """Restore ``rng_states()``."""
-    np.random.set_state(states["numpy"])
-    torch.set_rng_state(states["torch"])
-    random.setstate(states["random"])
-
-
-def rng_states_to_json(states: Mapping[str, Any]) -> dict[str, Any]:
-    """``rng_states()`` as plain JSON values (integers, floats, a base64 byte string)."""
-    name, key, pos, has_gauss, cached = states["numpy"]
-    version, internal, gauss_next = states["random"]
-    return {
-        "format": RNG_FORMAT,
-        "version": 1,
-        "numpy": {
-            "bit_generator": str(name),
-            "key": [int(k) for k in np.asarray(key, dtype=np.uint32)],
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached),
-        },
-        "torch": base64.b64encode(states["torch"].numpy().tobytes()).decode("ascii"),
-        "random": {
-            "version": int(version),
-            "state": [int(v) for v in internal],
-            "gauss_next": None if gauss_next is None else float(gauss_next),
-        },
-    }
-
-
-def rng_states_from_json(data: Any, where: str) -> dict[str, Any]:
-    """The inverse of ``rng_states_to_json``, checked entry by entry.
-
-    Raises:
-        FileFormatError: A missing entry or a value of the wrong kind (naming ``where``).
-    """
-    try:
-        if data.get("format") != RNG_FORMAT:
-            raise ValueError(f"format {data.get('format')!r}, expected {RNG_FORMAT!r}")
-        np_state = data["numpy"]
-        key = np.asarray(np_state["key"], dtype=np.int64)
-        if np_state["bit_generator"] != "MT19937" or key.shape != (624,):
-            raise ValueError("numpy: an MT19937 state needs 624 key words")
-        if key.min() < 0 or key.max() >= 2**32:
-            raise ValueError("numpy: key words must be 32-bit unsigned integers")
-        pos, has_gauss = int(np_state["pos"]), int(np_state["has_gauss"])
-        cached = float(np_state["cached_gaussian"])
-        numpy_state = ("MT19937", key.astype(np.uint32), pos, has_gauss, cached)
-        raw = base64.b64decode(str(data["torch"]), validate=True)
-        torch_state = torch.frombuffer(bytearray(raw), dtype=torch.uint8).clone()
-        py = data["random"]
-        gauss = py["gauss_next"]
-        random_state = (
-            int(py["version"]),
-            tuple(int(v) for v in py["state"]),
-            None if gauss is None else float(gauss),
-        )
-    except (AttributeError, KeyError, TypeError, ValueError) as err:  # binascii.Error: ValueError
-        detail = f"missing entry {err}" if isinstance(err, KeyError) else str(err)
-        raise FileFormatError(
-            f"RNG states {where!r} are malformed ({detail}); the checkpoint is damaged: resume "
-            "from an intact copy or start the run again"
-        ) from None
-    return {"numpy": numpy_state, "torch": torch_state, "random": random_state}
-
-
-class _LegacyRngUnpickler(pickle.Unpickler):
-    """Reads the ``rng.pkl`` of older checkpoints and nothing else.
-
-    Only the globals such a file holds are admitted: numpy's array reconstruction (non-object
-    dtypes), torch's tensor rebuild from a byte storage (read back with
-    ``torch.load(weights_only=True)`` instead of torch's own ``weights_only=False`` helper) and
-    ``OrderedDict``. Any other global (``os.system``, ``builtins.eval``, ...) is refused, so a
-    crafted file cannot run code.
-    """
-
-    _ALLOWED: frozenset[tuple[str, str]] = frozenset(
-        {
-            ("numpy._core.multiarray", "_reconstruct"),
-            ("numpy.core.multiarray", "_reconstruct"),
-            ("numpy", "ndarray"),
-            ("torch._utils", "_rebuild_tensor_v2"),
-            ("collections", "OrderedDict"),
-        }
-    )
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) == ("numpy", "dtype"):
-            return _plain_dtype
-        if (module, name) == ("torch.storage", "_load_from_bytes"):
-            return _storage_from_bytes
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in an RNG state file")
-
-
-def _plain_dtype(*args: Any) -> np.dtype[Any]:
-    dtype = np.dtype(*args)
-    if dtype.hasobject:
-        raise pickle.UnpicklingError("object arrays are not allowed in an RNG state file")
-    return dtype
-
-
-def _storage_from_bytes(data: bytes) -> Any:
-    return torch.load(io.BytesIO(data), weights_only=True)
-
-
-def _read_legacy_rng(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            states = _LegacyRngUnpickler(fh).load()
-        numpy_state = tuple(states["numpy"])
-        torch_state = states["torch"]
-        random_state = tuple(states["random"])
-        if numpy_state[0] != "MT19937" or not isinstance(torch_state, torch.Tensor):
-            raise ValueError("not the numpy/torch/random states of an igb-rl checkpoint")
-    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, IndexError) as err:
-        raise FileFormatError(
-            f"RNG states {str(path)!r} (a checkpoint from before the JSON RNG format) cannot be "
-            f"read safely ({err}); the checkpoint is damaged or was not written by igb-rl: "
-            "start the run again"
-        ) from None
-    return {"numpy": numpy_state, "torch": torch_state, "random": random_state}
 
 
 def _fsync_dir(path: Path) -> None:
@@ -331,7 +180,7 @@ def load_rng_states(folder: str | Path) -> dict[str, Any]:
         return rng_states_from_json(data, str(folder / RNG_FILE))
     legacy = folder / LEGACY_RNG_FILE
     if legacy.is_file():
-        return _read_legacy_rng(legacy)
+        return read_legacy_rng(legacy)
     raise FileNotFoundError(f"checkpoint folder {str(folder)!r} has no {RNG_FILE}")
 
 
@@ -405,69 +254,6 @@ def restore_episode_buffers(model: BaseAlgorithm, folder: str | Path) -> bool:
     return True
 
 
-def serialized_entries(path: str | Path) -> list[str]:
-    """Names of the cloudpickled (``:serialized:``) entries of an SB3 archive, read as JSON.
-
-    Raises:
-        FileFormatError: Not a zip archive with SB3's JSON ``data`` entry.
-    """
-    path = Path(path)
-    try:
-        with zipfile.ZipFile(path) as archive:
-            data = json.loads(archive.read("data").decode("utf-8"))
-    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise FileFormatError(
-            f"SB3 model {str(path)!r} is not a readable SB3 archive ({err}); it is damaged or "
-            "was not written by igb train-agent"
-        ) from None
-    if not isinstance(data, dict):
-        raise FileFormatError(f"SB3 model {str(path)!r}: its 'data' entry is not a JSON object")
-    return [k for k, v in data.items() if isinstance(v, dict) and ":serialized:" in v]
-
-
-def load_sb3_model(
-    algorithm: type[BaseAlgorithm],
-    path: str | Path,
-    trusted: Mapping[str, Any],
-    **kwargs: Any,
-) -> BaseAlgorithm:
-    """``algorithm.load(path)`` without unpickling any cloudpickled entry of the archive.
-
-    SB3 stores some attributes (the policy class, spaces, schedules, buffers' classes, episode
-    buffers) as cloudpickle, which runs code on load. Every such entry is replaced through SB3's
-    ``custom_objects``: by ``trusted`` (values rebuilt from the run's own config, e.g.
-    ``agents.train.model_template``), by ``None`` for run state that SB3 resets or rebuilds
-    (``SB3_STATE_ENTRIES``, ``SB3_REBUILT_ENTRIES``). The tensors are read by SB3 with
-    ``torch.load(weights_only=True)``.
-
-    Args:
-        algorithm: The SB3 algorithm class.
-        path: The ``.zip`` archive.
-        trusted: Replacement values by entry name.
-        kwargs: Passed to ``algorithm.load`` (``env``, ``device``, ...).
-
-    Raises:
-        FileFormatError: Not an SB3 archive, or a cloudpickled entry this loader cannot replace
-            (the archive was not written by igb-rl's training; nothing was unpickled).
-    """
-    custom: dict[str, Any] = {}
-    for name in serialized_entries(path):
-        if name in trusted:
-            custom[name] = trusted[name]
-        elif name in SB3_STATE_ENTRIES or name in SB3_REBUILT_ENTRIES:
-            custom[name] = None
-        else:
-            raise FileFormatError(
-                f"SB3 model {str(path)!r} holds a pickled entry {name!r} that igb-rl does not "
-                "rebuild from the run's config; refusing to unpickle it (the archive was not "
-                "written by igb train-agent of this version)"
-            )
-    with warnings.catch_warnings():
-        # Emitted when loading without an env; expected for exports.
-        warnings.filterwarnings("ignore", message=".*could not deserialize.*")
-        return algorithm.load(path, custom_objects=custom, **kwargs)
-
-
 class ResumableCheckpointCallback(BaseCallback):
     """Write a resumable checkpoint every ``every`` timesteps, at rollout boundaries.
 
@@ -531,20 +317,12 @@ __all__ = [
     "LEGACY_RNG_FILE",
     "POINTER",
     "RNG_FILE",
-    "SB3_REBUILT_ENTRIES",
-    "SB3_STATE_ENTRIES",
     "ResumableCheckpointCallback",
     "SaveBestCallback",
     "episode_buffers",
     "latest_checkpoint",
     "load_rng_states",
-    "load_sb3_model",
     "load_state",
     "restore_episode_buffers",
-    "rng_states",
-    "rng_states_from_json",
-    "rng_states_to_json",
     "save_checkpoint",
-    "serialized_entries",
-    "set_rng_states",
 ]

@@ -111,6 +111,11 @@ class AgentConfig:
         vec_env: ``dummy`` (one process), ``subproc`` (one process per env) or ``batched`` (all
             envs' MTL runs trained together in one process by ``igb_env.vector.BatchedIGBEnv``;
             several times more env steps per CPU-second; ``sum`` balancer only).
+        paired_baseline: Train on rewards relative to a zero-action twin of every sub-env's run
+            (the same instance in lockstep; IGBv1 under the ``interp`` map): a control variate
+            that removes the instance-to-instance spread of returns at twice the env cost
+            (``igb_env.vector``; ``vec_env: batched`` only). Evaluation and the reference returns
+            keep the env's own reward.
         seed: Seed of the agent (torch, numpy) and, through ``SeedSequence``, of the sub-envs.
         env: Env configuration passed to ``igb_env.make_env`` (see ``igb_env.EnvConfig``; a
             ``preset`` key names one of ``igb_env.config.PRESETS``); empty: the env defaults.
@@ -132,6 +137,7 @@ class AgentConfig:
     n_envs: int = 2
     group_processes: bool = False
     vec_env: str = "subproc"
+    paired_baseline: bool = False
     seed: int = 0
     env: Mapping[str, Any] = field(default_factory=dict)
     checkpoint_every: int | None = 2000
@@ -171,6 +177,11 @@ class AgentConfig:
         if self.policy not in POLICIES:
             raise ConfigError(
                 f"unknown policy {self.policy!r}; valid choices: {', '.join(POLICIES)}"
+            )
+        if self.paired_baseline and self.vec_env != "batched":
+            raise ConfigError(
+                f"paired_baseline needs vec_env: batched (the twins run in the stacked trainer), "
+                f"got vec_env: {self.vec_env}"
             )
         if self.group_processes and (self.policy != "set" or self.vec_env != "batched"):
             raise ConfigError("group_processes applies to policy: set with vec_env: batched")

@@ -47,6 +47,7 @@ from igb_env.config import load_env_config
 from mtl_backends.config import to_dict
 from mtl_backends.policy import ACTIVATIONS, PolicyNetwork, build_sidecar, save_policy
 from mtl_backends.policy import versions as policy_versions
+from mtl_backends.policy.onnx_export import require_onnx, write_onnx
 
 _ACTIVATION_NAMES: dict[type[nn.Module], str] = {cls: name for name, cls in ACTIVATIONS.items()}
 
@@ -216,22 +217,46 @@ def _export_set(
     return save_policy(out, network, sidecar)
 
 
-def export_run(run: str | Path, out: str | Path | None = None, best: bool = False) -> Path:
+def export_run(
+    run: str | Path, out: str | Path | None = None, best: bool = False, onnx: bool = False
+) -> Path:
     """Export the final model of an agent run folder (``igb export RUN``).
 
     Args:
         run: Run folder written by ``train_agent``.
         out: Policy folder (default ``RUN/policy``).
         best: Export ``RUN/best_model.zip`` (best on the held-out validation instances).
+        onnx: Also write ``policy.onnx`` (``export_onnx``; needs the ``onnx`` extra, checked
+            before anything is written).
 
     Returns:
         The policy folder.
+
+    Raises:
+        ImportError: ``onnx`` without the ``onnx`` extra installed.
     """
     run = Path(run)
+    if onnx:
+        require_onnx()
     config = load_agent_config(run / "config.yaml")
-    return export_model(
+    folder = export_model(
         load_model(run, best=best),
         dict(config.env),
         out if out is not None else run / "policy",
         groups=group_env_configs(config),
     )
+    if onnx:
+        export_onnx(folder)
+    return folder
+
+
+def export_onnx(policy: str | Path) -> Path:
+    """Write ``policy.onnx`` beside ``policy.pt`` / ``policy.json`` of an exported policy folder.
+
+    Dynamic batch; dynamic T for a set policy (``policy: set``), the trained T for an MLP policy
+    (``mtl_backends.policy.onnx_export``).
+
+    Returns:
+        The ``.onnx`` file.
+    """
+    return write_onnx(policy)

@@ -61,11 +61,9 @@ from agents.checkpoint import (
     SaveBestCallback,
     latest_checkpoint,
     load_rng_states,
-    load_sb3_model,
     load_state,
     restore_episode_buffers,
     save_checkpoint,
-    set_rng_states,
 )
 from agents.config import (
     OFF_POLICY,
@@ -75,14 +73,12 @@ from agents.config import (
     load_agent_config,
     resolve_env_config,
 )
+from agents.padded_vec_env import PaddedVecEnv
+from agents.rng_state import set_rng_states
+from agents.sb3_files import load_sb3_model
 from agents.set_policy import SetActorCriticPolicy
-from agents.vec_env import (
-    PaddedVecEnv,
-    make_vec_env,
-    make_worker_env,
-    padded_layout,
-    preload_workers,
-)
+from agents.vec_env import make_vec_env, make_worker_env, padded_layout
+from agents.worker_vec_env import preload_workers
 from igb_env import make_env, rollout_baseline
 from igb_env.config import held_out_config, load_env_config
 from mtl_backends.config import from_dict, to_dict
@@ -196,7 +192,7 @@ def model_template(config: AgentConfig, venv: VecEnv | None = None) -> dict[str,
     Built from the run's config alone: the algorithm is constructed without setting up its
     networks (``_init_setup_model=False``), so its policy class, ``policy_kwargs``, schedules'
     plain values, ``train_freq`` and action noise are what training used; the spaces come from
-    ``venv`` or, without one, from one env per env group. ``agents.checkpoint.load_sb3_model``
+    ``venv`` or, without one, from one env per env group. ``agents.sb3_files.load_sb3_model``
     gives these to SB3 instead of unpickling the archive's copies.
     """
     if venv is not None:
@@ -449,7 +445,7 @@ def train_agent(
     Args:
         config: An ``AgentConfig``, its mapping form, or a YAML path.
         out_dir: Run folder (created).
-        progress_bar: Show a tqdm bar.
+        progress_bar: Show progress (a bar on a terminal, plain lines in a log).
         executor: Where to run the EW/IGBv1 reference rollouts (default: a process pool of
             ``n_envs`` workers with ``subproc``, else in-process).
 
@@ -509,7 +505,7 @@ def resume_agent(
 
     Args:
         run: Run folder written by ``train_agent`` with ``checkpoint_every`` set.
-        progress_bar: Show a tqdm bar.
+        progress_bar: Show progress (a bar on a terminal, plain lines in a log).
         total_timesteps: A new timestep cap (to extend a finished run); recorded in
             ``config.yaml``.
         time_budget_s: A new total wall-clock budget, counting the time already spent (to extend
@@ -594,7 +590,7 @@ def load_model(run: str | Path, best: bool = False) -> BaseAlgorithm:
         raise FileNotFoundError(
             f"{str(path)!r} does not exist; is {str(run)!r} a finished agent run?"
         )
-    # No cloudpickled entry of the archive is unpickled (agents.checkpoint.load_sb3_model).
+    # No cloudpickled entry of the archive is unpickled (agents.sb3_files.load_sb3_model).
     return load_sb3_model(
         get_algorithm(config.algorithm), path, model_template(config), device="cpu"
     )

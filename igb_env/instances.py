@@ -254,8 +254,12 @@ def check_instance_set(
 def reset_options(options: Mapping[str, Any] | None, valid: tuple[str, ...]) -> dict[str, Any]:
     """``reset(options=...)`` as a dict, refusing keys other than ``valid``.
 
+    ``instance`` (one seed) and ``instances`` (a list of seeds) must be non-negative integers: a
+    float such as ``2.7`` is refused rather than truncated to another instance.
+
     Raises:
-        ValueError: An unknown option, naming the valid ones.
+        ValueError: An unknown option, naming the valid ones, or a seed that is not a
+            non-negative integer.
     """
     out = dict(options or {})
     unknown = [k for k in out if k not in valid]
@@ -264,7 +268,21 @@ def reset_options(options: Mapping[str, Any] | None, valid: tuple[str, ...]) -> 
             f"unknown reset option(s) {', '.join(map(repr, unknown))}; "
             f"valid options: {', '.join(map(repr, valid))}"
         )
+    if out.get("instance") is not None:
+        out["instance"] = _seed(out["instance"], "options['instance']")
+    if out.get("instances") is not None:
+        seeds = out["instances"]
+        if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__len__"):
+            raise ValueError(f"options['instances'] must be a list of seeds, got {seeds!r}")
+        out["instances"] = [_seed(x, f"options['instances'][{i}]") for i, x in enumerate(seeds)]
     return out
+
+
+def _seed(value: Any, where: str) -> int:
+    """``value`` as an instance seed: a non-negative integer (numpy integers accepted)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{where} must be a non-negative integer instance seed, got {value!r}")
+    return int(value)
 
 
 def jsonable(value: Any) -> Any:

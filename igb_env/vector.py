@@ -18,6 +18,14 @@ the observation is the first of the new episode); ``same_step`` resets it within
 ended the episode and returns the terminal observation and info in ``info["final_obs"]`` /
 ``info["final_info"]`` (what SB3's ``VecEnv`` expects; ``agents.vec_env.BatchedVecEnv``).
 Instances of a different T cannot share the stack: use one vector env per T.
+
+``paired_baseline=True`` trains each sub-env's run beside a twin: the same instance (data,
+initialisation, batch order, budget) trained in lockstep under the zero action, and reports the
+reward minus the twin's reward of the same step (``info["baseline_reward"]``). With the ``interp``
+action map the twin is IGBv1, so returns read as the gain over IGBv1. The twin's reward depends on
+the instance only, never on the sub-env's actions, so subtracting it leaves the policy gradient
+unbiased while it removes the instance-to-instance spread of returns (a control variate; it costs
+a second run per sub-env). A twin whose run diverges counts 0 for the rest of its episode.
 """
 
 from __future__ import annotations
@@ -89,6 +97,8 @@ class BatchedIGBEnv(VectorEnv):
         config: An ``EnvConfig``, its mapping form (a ``preset`` key allowed) or a YAML path.
         autoreset_mode: ``next_step`` (default), ``same_step``, or the ``AutoresetMode``.
         adam: The stacked trainer's Adam (``fused`` default, ``foreach``).
+        paired_baseline: Report rewards relative to a zero-action twin run of the same instance
+            (see the module docstring).
         **overrides: Env settings merged over ``config``.
     """
 
@@ -103,8 +113,10 @@ class BatchedIGBEnv(VectorEnv):
         config: EnvConfig | Mapping[str, Any] | str | Path | None = None,
         autoreset_mode: str | AutoresetMode = "next_step",
         adam: AdamImpl = "fused",
+        paired_baseline: bool = False,
         **overrides: Any,
     ) -> None:
+        self.paired_baseline = bool(paired_baseline)
         self.config = resolve_env_config(config, overrides)
         mode = AUTORESET_MODES.get(str(autoreset_mode), autoreset_mode)
         if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
@@ -132,7 +144,9 @@ class BatchedIGBEnv(VectorEnv):
         self.observation_names = self.feature_table.names(self.task_names)
         self._low = self.single_observation_space.low
         self._high = self.single_observation_space.high
-        self.engine = BatchedEpisodes(cfg, self.num_envs, self._cache, adam=adam)
+        # Twins live in the engine's slots N..2N-1: slot N + i runs sub-env i's instance.
+        slots = self.num_envs * (2 if self.paired_baseline else 1)
+        self.engine = BatchedEpisodes(cfg, slots, self._cache, adam=adam)
         self._samplers = [
             InstanceSampler(instances, cfg.instance_order) for _ in range(self.num_envs)
         ]
@@ -168,11 +182,11 @@ class BatchedIGBEnv(VectorEnv):
             for i in range(self.num_envs)
         ]
         self._check_t(instances)
-        self.engine.start(instances)
+        self.engine.start(self._twinned(instances))
         self._retry_failed_starts(np.ones(self.num_envs, dtype=bool), given is None)
         self._started = True
         self._autoreset[:] = False
-        self._obs = self._clip(self.engine.observations())
+        self._obs = self._observations()
         weights = np.stack([t.last_weights.numpy() for t in self.engine.trackers])
         infos = self._infos(weights, np.zeros(self.num_envs, dtype=bool), None)
         return self._obs.copy(), infos
@@ -189,12 +203,20 @@ class BatchedIGBEnv(VectorEnv):
             raise ValueError(
                 f"actions must have shape ({self.num_envs}, {self.action_dim}), got {acts.shape}"
             )
-        engine.hold(acts)  # ValueError before anything changes
+        n = self.num_envs
+        if self.paired_baseline:
+            engine.hold(np.concatenate([acts, np.zeros_like(acts)]))  # ValueError: nothing held
+        else:
+            engine.hold(acts)  # ValueError before anything changes
         outcome = engine.advance()
-        rewards = outcome.rewards.copy()
-        terminated = outcome.terminated.copy()
-        weights, diverged = outcome.weights.copy(), outcome.diverged.copy()
-        val = None if outcome.val_losses is None else outcome.val_losses.copy()
+        rewards = outcome.rewards[:n].copy()
+        baseline: np.ndarray | None = None
+        if self.paired_baseline:
+            baseline = np.where(outcome.diverged[n:], 0.0, outcome.rewards[n:])
+            rewards -= baseline
+        terminated = outcome.terminated[:n].copy()
+        weights, diverged = outcome.weights[:n].copy(), outcome.diverged[:n].copy()
+        val = None if outcome.val_losses is None else outcome.val_losses[:n].copy()
         if self.autoreset_mode == AutoresetMode.NEXT_STEP:
             restart = self._autoreset.copy()
             rewards[restart] = 0.0
@@ -204,7 +226,7 @@ class BatchedIGBEnv(VectorEnv):
             restart = terminated.copy()
             # An ended run's observation: its last state (IGBEnv's), or the one before a
             # divergence, which IGBEnv keeps.
-            ended_obs = np.where(diverged[:, None], self._obs, self._clip(engine.observations()))
+            ended_obs = np.where(diverged[:, None], self._obs, self._observations())
             ended = self._slot_infos(self._infos(weights, diverged, val))
             final = [
                 (int(i), {"final_obs": ended_obs[i].copy(), "final_info": ended[i]})
@@ -214,13 +236,13 @@ class BatchedIGBEnv(VectorEnv):
             slots = np.flatnonzero(restart).tolist()
             instances = [self._next_instance(i) for i in slots]
             self._check_t(instances)
-            engine.restart(slots, instances)
+            engine.restart(self._twinned(slots, True), self._twinned(instances))
         engine.absorb()
         if restart.any():
             self._retry_failed_starts(restart, True)
         # Every run's observation after this step; a diverged run keeps its last one.
         fresh = restart | ~diverged
-        self._obs[fresh] = self._clip(engine.observations())[fresh]
+        self._obs[fresh] = self._observations()[fresh]
         if restart.any():
             for i in np.flatnonzero(restart):
                 weights[i] = engine.trackers[i].last_weights.numpy()
@@ -228,6 +250,9 @@ class BatchedIGBEnv(VectorEnv):
                 if val is not None:
                     val[i] = engine.val_losses[i]
         infos = self._infos(weights, diverged, val)
+        if baseline is not None:
+            for slot in range(n):
+                infos = self._add_info(infos, {"baseline_reward": float(baseline[slot])}, slot)
         for slot, extra in final:
             infos = self._add_info(infos, extra, slot)
         self._autoreset = (
@@ -242,6 +267,21 @@ class BatchedIGBEnv(VectorEnv):
         return None
 
     # -- helpers --------------------------------------------------------------------------------
+    def _twinned(self, items: Sequence[int], slots: bool = False) -> list[int]:
+        """Sub-env slots or instances with their twins' appended (unchanged without twins)."""
+        items = [int(x) for x in items]
+        if not self.paired_baseline:
+            return items
+        return items + ([x + self.num_envs for x in items] if slots else items)
+
+    def _running(self) -> np.ndarray:
+        """Sub-envs whose run (and twin's run) is going ``[N]``."""
+        running = self.engine.running[: self.num_envs]
+        return running & self.engine.running[self.num_envs :] if self.paired_baseline else running
+
+    def _observations(self) -> np.ndarray:
+        return self._clip(self.engine.observations()[: self.num_envs])
+
     def _next_instance(self, i: int) -> int:
         return self._samplers[i].next(self._rngs[i])
 
@@ -251,13 +291,14 @@ class BatchedIGBEnv(VectorEnv):
     def _retry_failed_starts(self, slots: np.ndarray, draw: bool) -> None:
         """Sub-envs whose run diverged inside its base window start on their next instance."""
         for _ in range(MAX_START_TRIES):
-            failed = slots & ~self.engine.running
+            failed = slots & ~self._running()
             if not failed.any() or not draw:
                 break
             idx = np.flatnonzero(failed).tolist()
-            self.engine.restart(idx, [self._next_instance(i) for i in idx])
+            instances = [self._next_instance(i) for i in idx]
+            self.engine.restart(self._twinned(idx, True), self._twinned(instances))
             self.engine.absorb()
-        failed = slots & ~self.engine.running
+        failed = slots & ~self._running()
         if failed.any():
             raise RuntimeError(
                 f"sub-env(s) {np.flatnonzero(failed).tolist()}: training diverged inside the base "

@@ -28,11 +28,15 @@ LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine", "step")
 JACOBIAN_METHODS: tuple[str, ...] = ("batched", "sequential")
 DEFAULT_DIVERGENCE_FACTOR = 1000.0
 """A loss this many times its first-step value (both above ``L*``) ends a run as diverged."""
-KEY_NEUTRAL_DEFAULTS: dict[str, Any] = {"divergence_factor": DEFAULT_DIVERGENCE_FACTOR}
+KEY_NEUTRAL_DEFAULTS: dict[str, Any] = {
+    "divergence_factor": DEFAULT_DIVERGENCE_FACTOR,
+    "num_workers": 0,
+}
 """``TrainConfig`` fields added after result keys existed, and the default that keeps them out.
 
-At its default such a field changes no valid run (a run it stops was diverging), so cached STL
-references and comparison cells keep their keys; ``key_dict`` leaves it out of the hashed form.
+At its default such a field changes no valid run (a run ``divergence_factor`` stops was
+diverging; ``num_workers`` never changes a run), so cached STL references and comparison cells
+keep their keys; ``key_dict`` leaves it out of the hashed form.
 """
 
 
@@ -89,7 +93,10 @@ class TrainConfig:
         base_window: ``[start, end)`` steps for the base losses (``None``: the second epoch).
         eps: Added inside the log transform.
         eval_batch_size: Chunk size of evaluation passes.
-        device: Torch device, e.g. ``cpu`` or ``cuda`` (must be available on this machine).
+        device: ``cpu`` (default), ``cuda``, ``cuda:N``, ``mps`` or ``auto`` (CUDA when
+            available, else CPU); must be available on this machine. The model, the batches,
+            the loss bounds and the update run there; the gap tracker and the methods' small
+            solvers and parameters stay on the host (``docs/architecture.md``, "Devices").
         jacobian: ``batched`` or ``sequential`` per-task gradients.
         flat_rho: Radius ``ρ`` of the sharpness-aware flat wrapper (Phan et al.) around the
             balancer (F-MGDA, F-CAGrad, ...; paper default 2.0); ``None``: off. ``0`` equals the
@@ -99,6 +106,8 @@ class TrainConfig:
             NaN / infinite losses count). The first step, not the base window, is the
             reference because an exploding run is already off by orders of magnitude in its
             base window (Adam at lr 1e3 on ``synthetic``: base losses ~1e21, first loss ~1).
+        num_workers: DataLoader worker processes of a streamed benchmark (0: read in the main
+            process; in-memory benchmarks ignore it). The batch order never depends on it.
     """
 
     steps: int = 1000
@@ -118,8 +127,11 @@ class TrainConfig:
     jacobian: str = "batched"
     flat_rho: float | None = None
     divergence_factor: float | None = DEFAULT_DIVERGENCE_FACTOR
+    num_workers: int = 0
 
     def __post_init__(self) -> None:
+        if self.num_workers < 0:
+            raise ConfigError(f"train.num_workers must be >= 0, got {self.num_workers}")
         for name in ("steps", "batch_size", "eval_batch_size", "lr_step_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
@@ -218,24 +230,48 @@ def _check_number(
         )
 
 
+DEVICE_CHOICES = "cpu, cuda, cuda:N, mps, auto (cuda when available, else cpu)"
+"""The values of ``train.device``, as error messages list them."""
+
+
+def resolve_device(device: str) -> torch.device:
+    """The torch device a ``train.device`` value names (``auto``: CUDA when available, else CPU).
+
+    The one place a device setting becomes a ``torch.device``: the trainer, the stacked trainer and
+    the streamed loaders all resolve through it, so ``auto`` means the same everywhere.
+
+    Raises:
+        ConfigError: Not a device string (the message lists the valid choices).
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError(
+            f"train.device {device!r} is not a torch device ({err}); "
+            f"valid choices: {DEVICE_CHOICES}"
+        ) from None
+
+
 def check_device(device: str, setting: str) -> None:
     """Refuse a torch device this machine does not have, before anything is built.
 
     Raises:
-        ConfigError: An unknown device string, or a CUDA / MPS device that is not available.
+        ConfigError: An unknown device string, or a CUDA / MPS device that is not available (both
+            messages name ``setting`` and list the valid choices).
     """
     try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ConfigError(
-            f"{setting} {device!r} is not a torch device ({err}); use e.g. cpu or cuda"
-        ) from None
+        dev = resolve_device(device)
+    except ConfigError as err:
+        raise ConfigError(str(err).replace("train.device", setting, 1)) from None
     available = True
     detail = ""
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         available = count > 0 and (dev.index is None or dev.index < count)
-        detail = f"this torch ({torch.__version__}) sees {count} CUDA device(s)"
+        build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
+        detail = f"this torch ({torch.__version__}, {build}) sees {count} CUDA device(s)"
     elif dev.type == "mps":
         available = bool(torch.backends.mps.is_available())
         detail = "MPS is not available in this torch build or on this machine"
@@ -243,7 +279,10 @@ def check_device(device: str, setting: str) -> None:
         available = False
         detail = "igb-rl runs on cpu, cuda or mps"
     if not available:
-        raise ConfigError(f"{setting} {device!r} is not available: {detail}; use {setting}: cpu")
+        raise ConfigError(
+            f"{setting} {device!r} is not available: {detail}; valid choices: {DEVICE_CHOICES}; "
+            f"use {setting}: cpu (or auto)"
+        )
 
 
 def key_dict(train: TrainConfig) -> dict[str, Any]:

@@ -68,7 +68,7 @@ def train_and_evaluate(
         eval_every: Steps between ``val``/``test`` evaluations of ``best_val`` (``None``: only
             at the end).
         callbacks: Called as ``cb(trainer, result)`` after every step.
-        progress_bar: Show a tqdm progress bar.
+        progress_bar: Show progress (a bar on a terminal, plain lines in a log).
         record: Keep per-step losses and weights.
 
     Raises:

@@ -22,7 +22,8 @@ from torch import Tensor
 from mtl_backends.atomic import atomic_torch_save
 from mtl_backends.balancers.base import GradientBalancer
 from mtl_backends.benchmarks.base import Benchmark, predict
-from mtl_backends.config import TrainConfig
+from mtl_backends.benchmarks.streamed import StreamedBatches, StreamedBenchmark, evaluate_streamed
+from mtl_backends.config import TrainConfig, resolve_device
 from mtl_backends.features import FeatureSpec
 from mtl_backends.gaps import GapTracker, second_epoch_window
 from mtl_backends.metrics import delta_m, delta_p
@@ -104,7 +105,7 @@ class MTLTrainer:
         self.balancer = balancer
         self.seed = seed
         self.reference = reference
-        self.device = torch.device(self.config.device)
+        self.device = resolve_device(self.config.device)
         self.n_tasks = benchmark.n_tasks
         s_init, s_data, s_weighting, s_balancer, s_torch = trainer_seeds(seed)
         with torch.random.fork_rng(devices=[]):
@@ -115,14 +116,26 @@ class MTLTrainer:
         weighting.reset(self.n_tasks, torch.Generator().manual_seed(s_weighting))
         balancer.reset(self.n_tasks, torch.Generator().manual_seed(s_balancer))
         self._lower_bounds = benchmark.lower_bounds.to(self.device)
-        train = benchmark.split("train")
-        self._train_x = train.inputs.to(self.device)
-        self._train_y = train.targets.to(self.device)
-        self.steps_per_epoch = len(train) // self.config.batch_size
+        # A streamed benchmark's batches come through a DataLoader in the same seeded order
+        # (``benchmarks/streamed.py``); an in-memory one's are indexed from device tensors.
+        self._stream: StreamedBatches | None = None
+        if isinstance(benchmark, StreamedBenchmark):
+            dataset = benchmark.dataset("train")
+            n_train = len(dataset)  # type: ignore[arg-type]
+            self._stream = StreamedBatches(
+                dataset, self.config.batch_size, self.device, self.config.num_workers, s_data
+            )
+        else:
+            train = benchmark.split("train")
+            self._train_x = train.inputs.to(self.device)
+            self._train_y = train.targets.to(self.device)
+            n_train = len(train)
+        self._n_train = n_train
+        self.steps_per_epoch = n_train // self.config.batch_size
         if self.steps_per_epoch < 1:
             raise ConfigError(
                 f"batch_size {self.config.batch_size} is larger than the training split "
-                f"({len(train)} rows)"
+                f"({n_train} rows)"
             )
         self.shared_params = self.model.shared_parameters()
         self.task_params = self.model.task_parameters()
@@ -214,8 +227,13 @@ class MTLTrainer:
 
     # -- the two phases -------------------------------------------------------------------------
     def _next_batch(self) -> tuple[Tensor, Tensor]:
-        n, bs = self._train_x.shape[0], self.config.batch_size
-        pos = (self.step_count % self.steps_per_epoch) * bs
+        n, bs = self._n_train, self.config.batch_size
+        position = self.step_count % self.steps_per_epoch
+        pos = position * bs
+        if self._stream is not None:
+            if pos == 0 or self._perm is None:
+                self._perm = torch.randperm(n, generator=self._data_generator)
+            return self._stream.batch(self._perm, position, self.epoch)
         if pos == 0 or self._perm is None:
             self._perm = torch.randperm(n, generator=self._data_generator).to(self.device)
         idx = self._perm[pos : pos + bs]
@@ -360,12 +378,25 @@ class MTLTrainer:
     # -- evaluation and loops -------------------------------------------------------------------
     def evaluate(self, split: str = "val") -> EvalResult:
         """Metrics on a whole split, with Δm and Δp when an STL reference is set."""
-        data = self.benchmark.split(split)
-        with self._rng.active():
-            outputs = predict(self.model, data.inputs.to(self.device), self.config.eval_batch_size)
-            targets = data.targets.to(self.device)
-            metrics = self.benchmark.metrics(outputs, targets)
-            losses = [float(v) for v in self.benchmark.losses(outputs, targets)]
+        if isinstance(self.benchmark, StreamedBenchmark):
+            with self._rng.active():
+                metrics, losses = evaluate_streamed(
+                    self.model,
+                    self.benchmark,
+                    split,
+                    self.config.eval_batch_size,
+                    self.device,
+                    self.config.num_workers,
+                )
+        else:
+            data = self.benchmark.split(split)
+            with self._rng.active():
+                outputs = predict(
+                    self.model, data.inputs.to(self.device), self.config.eval_batch_size
+                )
+                targets = data.targets.to(self.device)
+                metrics = self.benchmark.metrics(outputs, targets)
+                losses = [float(v) for v in self.benchmark.losses(outputs, targets)]
         dm = dp = None
         if self.reference is not None and split in self.reference:
             ref = self.reference[split]
@@ -395,7 +426,7 @@ class MTLTrainer:
         Args:
             steps: Steps to take (default: the rest of ``config.steps``).
             callbacks: Called as ``cb(trainer, result)`` after every step.
-            progress_bar: Show a tqdm progress bar.
+            progress_bar: Show progress (a bar on a terminal, plain lines in a log).
             eval_every: Evaluate ``eval_split`` every this many steps (and at the end).
             eval_split: Split of the periodic evaluations.
             record: Keep per-step losses and weights in the returned history.
@@ -403,11 +434,11 @@ class MTLTrainer:
         Returns:
             The recorded history.
         """
-        from tqdm.auto import tqdm
+        from mtl_backends.progress import Progress
 
         n = self.config.steps - self.step_count if steps is None else steps
         history = FitHistory()
-        bar = tqdm(total=n, disable=not progress_bar, desc="train", unit="step", leave=False)
+        bar = Progress(n, "train", "step", disable=not progress_bar, leave=False)
         try:
             for _ in range(n):
                 result = self.step()
@@ -458,7 +489,8 @@ class MTLTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step_count = int(state["step_count"])
-        self._perm = None if state["perm"] is None else state["perm"].to(self.device)
+        perm_device = "cpu" if self._stream is not None else self.device
+        self._perm = None if state["perm"] is None else state["perm"].to(perm_device)
         self._data_generator.set_state(state["data_generator"])
         self._rng.torch_state = state["rng_state"].clone()
         self.progress.load_state_dict(state["progress"])

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from mtl_backends.benchmarks import make_benchmark
 from mtl_backends.build import build_trainer
 from mtl_backends.config import MethodSpec, TrainConfig
+from mtl_backends.progress import Progress
 from mtl_backends.stl import stl_reference
 from mtl_backends.weightings.tuned_static import TunedStatic
 
@@ -121,7 +121,7 @@ def tune_static_weights(
         stl_cache: Cache folder of the STL references (``None``: not cached).
         search_seed: Seed of the candidate subsample.
         split: Split whose Δm is minimised (``val``; never the split you report).
-        progress_bar: Show a progress bar over the runs.
+        progress_bar: Show progress over the runs (a bar on a terminal, plain lines in a log).
 
     Returns:
         The best weights, its score and every candidate's scores.
@@ -148,9 +148,7 @@ def tune_static_weights(
         s: stl_reference(benchmark, train, s, stl_cache, progress_bar=progress_bar) for s in seeds
     }
     per_seed: list[list[float]] = []
-    bar = tqdm(
-        total=len(cands) * len(seeds), disable=not progress_bar, desc="tune-static", unit="run"
-    )
+    bar = Progress(len(cands) * len(seeds), "tune-static", "run", disable=not progress_bar)
     try:
         for cand in cands:
             row = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -31,12 +32,36 @@ def test_igbv1_loop_runs_and_switches_to_igbv1_weights() -> None:
     assert not torch.equal(weights, torch.ones(3))
 
 
-def test_policy_loop_runs_with_the_shipped_policy(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(ROOT)  # the README's path is relative to the repository root
+def test_policy_loop_runs_with_the_shipped_policy(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a shipped policy loads by name from any folder
     code = _blocks()["policy-loop"]
-    assert '"policies/synthetic-ppo-residual"' in code
+    assert 'PolicyWeighting.load("synthetic-ppo-residual")' in code
     namespace: dict[str, object] = {}
     exec(compile(code, "README:policy-loop", "exec"), namespace)
     weights = namespace["weights"]
     assert isinstance(weights, torch.Tensor) and weights.shape == (3,)
     assert float(weights.sum()) == pytest.approx(3.0, abs=1e-5)
+
+
+def test_onnx_numpy_example_gives_the_pytorch_policy_s_weights(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from mtl_backends.policy import action_to_weights, load_policy
+    from mtl_backends.policy.onnx_export import write_onnx
+    from tests.mtl_backends.policy._policies import tracker_with_gaps
+
+    monkeypatch.chdir(tmp_path)
+    write_onnx("synthetic-ppo-residual", "policy.onnx")
+    namespace: dict[str, object] = {}
+    exec(compile(_blocks()["onnx-numpy"], "README:onnx-numpy", "exec"), namespace)
+    policy = load_policy("synthetic-ppo-residual")
+    obs, gaps = np.asarray(namespace["obs"]), np.asarray(namespace["gaps"])
+    action = policy.act(torch.as_tensor(obs))
+    assert float(action.abs().max()) > 0.01  # a real action, not the zero (IGBv1) one
+    expected = action_to_weights(action, "residual", policy.tau, tracker_with_gaps(gaps.tolist()))
+    weights = torch.as_tensor(namespace["weights"], dtype=torch.float32)
+    torch.testing.assert_close(weights, expected, atol=1e-5, rtol=0)

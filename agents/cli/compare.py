@@ -14,7 +14,11 @@ def register(subparsers: Any) -> None:
         "compare",
         help="run (or resume) a comparison grid and write results.md, results.csv and plots",
     )
-    p.add_argument("config", help="ExperimentConfig YAML (see configs/experiments/)")
+    p.add_argument(
+        "config",
+        help="ExperimentConfig YAML, or the name of a built-in one (smoke, baselines, ...: "
+        "configs/experiments/)",
+    )
     p.add_argument("--out", help="output folder (default runs/compare-<config name>)")
     p.add_argument(
         "--workers",
@@ -52,9 +56,11 @@ def main(args: argparse.Namespace) -> int:
     from agents.experiments.config import load_experiment
     from agents.experiments.runner import compare
     from mtl_backends.fileio import check_writable_dir
+    from mtl_backends.packaged import resolve_config
 
     if args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    args.config = str(resolve_config(args.config, "experiments"))
     config = load_experiment(args.config)
     out = Path(args.out) if args.out else Path("runs") / f"compare-{Path(args.config).stem}"
     check_writable_dir(out, "--out")

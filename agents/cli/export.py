@@ -17,6 +17,11 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="export the best model on the held-out validation instances (RUN/best_model.zip)",
     )
+    p.add_argument(
+        "--onnx",
+        action="store_true",
+        help='also write policy.onnx (any T for set policies; needs pip install "igb-rl[onnx]")',
+    )
     p.set_defaults(func=main)
 
 
@@ -32,6 +37,6 @@ def main(args: argparse.Namespace) -> int:
             "`igb train-agent --out` wrote"
         )
     out = check_writable_dir(Path(args.out) if args.out else run / "policy", "--out")
-    out = export_run(run, out, best=args.best)
-    print(f"policy written to {out}")
+    out = export_run(run, out, best=args.best, onnx=args.onnx)
+    print(f"policy written to {out}" + (" (with policy.onnx)" if args.onnx else ""))
     return 0

@@ -44,10 +44,12 @@ def main(args: argparse.Namespace) -> int:
     from agents.cli.train import apply_overrides, print_run
     from mtl_backends.config import RunConfig, load_config
     from mtl_backends.fileio import check_writable_dir
+    from mtl_backends.packaged import resolve_config
     from mtl_backends.run import run
 
     overrides = argparse.Namespace(**{**vars(args), "weighting": None, "flat": None})
-    config = online_config(apply_overrides(load_config(RunConfig, args.config), overrides))
+    loaded = load_config(RunConfig, resolve_config(args.config, "runs"))
+    config = online_config(apply_overrides(loaded, overrides))
     out = Path(args.out) if args.out else Path("runs") / f"online-{time.strftime('%Y%m%d-%H%M%S')}"
     check_writable_dir(out, "--out")
     result = run(config, out, progress_bar=True)

@@ -21,6 +21,7 @@ def register(subparsers: Any) -> None:
         type=float,
         help="wall-clock seconds of agent training (default 300; 5 with --tiny)",
     )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars or lines")
     p.set_defaults(func=main)
 
 
@@ -32,5 +33,11 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out is not None:
         check_writable_dir(out, "--out")
-    quickstart(out, tiny=args.tiny, seed=args.seed, time_budget_s=args.agent_budget)
+    quickstart(
+        out,
+        tiny=args.tiny,
+        seed=args.seed,
+        time_budget_s=args.agent_budget,
+        progress_bar=not args.no_progress,
+    )
     return 0

@@ -12,7 +12,10 @@ from typing import Any
 def register(subparsers: Any) -> None:
     """Add the ``train`` subcommand."""
     p = subparsers.add_parser("train", help="train one MTL run and print final metrics and Δm")
-    p.add_argument("config", help="RunConfig YAML (see configs/runs/)")
+    p.add_argument(
+        "config",
+        help="RunConfig YAML, or the name of a built-in one (synthetic, ...: configs/runs/)",
+    )
     p.add_argument("--weighting", help="override the loss weighting (registry name)")
     p.add_argument("--balancer", help="override the gradient balancer (registry name)")
     p.add_argument(
@@ -59,9 +62,10 @@ def main(args: argparse.Namespace) -> int:
     import agents.online  # noqa: F401  (registers igbv2; light, SB3 loads on use)
     from mtl_backends.config import RunConfig, load_config
     from mtl_backends.fileio import check_writable_dir
+    from mtl_backends.packaged import resolve_config
     from mtl_backends.run import run
 
-    config = apply_overrides(load_config(RunConfig, args.config), args)
+    config = apply_overrides(load_config(RunConfig, resolve_config(args.config, "runs")), args)
     out = Path(args.out) if args.out else Path("runs") / f"train-{time.strftime('%Y%m%d-%H%M%S')}"
     # The results are written after training: an unwritable folder must fail before it.
     check_writable_dir(out, "--out")

@@ -15,7 +15,9 @@ def register(subparsers: Any) -> None:
         "train-agent",
         help="train an RL agent (SB3 PPO, SAC, TD3, A2C; TQC with sb3-contrib) on the IGB env",
     )
-    p.add_argument("config", nargs="?", help="agent YAML (see configs/agents/)")
+    p.add_argument(
+        "config", nargs="?", help="agent YAML, or the name of a built-in one (ppo, sac, ...)"
+    )
     p.add_argument(
         "--resume",
         metavar="RUN",
@@ -36,6 +38,7 @@ def main(args: argparse.Namespace) -> int:
     from agents.config import load_agent_config
     from agents.train import check_hyperparameters, resume_agent, train_agent
     from mtl_backends.fileio import check_writable_dir
+    from mtl_backends.packaged import resolve_config
 
     if args.resume:
         if args.config or args.seed is not None or args.out:
@@ -50,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if not args.config:
         raise ValueError("give an agent CONFIG, or --resume RUN")
-    config = load_agent_config(args.config)
+    config = load_agent_config(resolve_config(args.config, "agents"))
     changes: dict[str, Any] = {}
     if args.seed is not None:
         changes["seed"] = args.seed

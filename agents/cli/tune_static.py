@@ -13,7 +13,9 @@ def register(subparsers: Any) -> None:
         "tune-static",
         help="search constant loss weights (tuned_static) on training seeds by validation Δm",
     )
-    p.add_argument("config", help="RunConfig YAML (benchmark, balancer, train, stl_cache)")
+    p.add_argument(
+        "config", help="RunConfig YAML (benchmark, balancer, train, stl_cache) or a built-in name"
+    )
     p.add_argument(
         "--seeds",
         type=int,
@@ -64,9 +66,10 @@ def main(args: argparse.Namespace) -> int:
 
     from mtl_backends.config import RunConfig, check_seed, load_config
     from mtl_backends.fileio import check_writable_file
+    from mtl_backends.packaged import resolve_config
     from mtl_backends.tuning import tune_static_weights
 
-    config = load_config(RunConfig, args.config)
+    config = load_config(RunConfig, resolve_config(args.config, "runs"))
     if args.steps is not None:
         config = dataclasses.replace(
             config, train=dataclasses.replace(config.train, steps=args.steps)

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import torch
 
-from agents.vec_env import preload_workers
+from agents.worker_vec_env import preload_workers
 
 BACKENDS: tuple[str, ...] = ("local", "ray")
 RAY_INSTALL_HINT = 'pip install -e ".[ray]"'

@@ -294,10 +294,14 @@ def validate_experiment(config: ExperimentConfig, where: str = "experiment") -> 
     for i, w in enumerate(config.weightings):
         _check_method(LOSS_WEIGHTINGS, "loss weighting", w, f"{where}.weightings[{i}]")
         path = w.kwargs.get("path")
-        if isinstance(path, str) and not Path(path).expanduser().exists():
+        cls = LOSS_WEIGHTINGS.get(w.name)
+        # A weighting may resolve a name (a shipped policy) to its folder.
+        resolved = cls.data_path(w.kwargs) if cls is not None else path
+        if isinstance(path, str) and not Path(str(resolved)).expanduser().exists():
             raise ConfigError(
                 f"{where}.weightings[{i}]: {w.name} path {path!r} does not exist "
-                "(export a policy with `igb export RUN`, or comment the entry out)"
+                "(export a policy with `igb export RUN`, name a shipped policy, or comment the "
+                "entry out)"
             )
         if w.flat_rho is not None:
             raise ConfigError(f"{where}.weightings[{i}]: flat_rho belongs to a balancer entry")

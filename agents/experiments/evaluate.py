@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from agents.config import load_agent_config
 from agents.experiments.backends import LocalBackend
@@ -44,6 +43,7 @@ from igb_env import make_env, rollout_baseline, rollout_policy
 from igb_env.config import load_env_config
 from igb_env.instances import BenchmarkCache
 from mtl_backends.policy import SIDECAR_FILE, load_policy
+from mtl_backends.progress import Progress
 
 BASELINES: tuple[str, ...] = ("ew", "si", "igbv1")
 PAIRED_AGAINST: tuple[tuple[str, str], ...] = (("igbv1", "IGBv1"), ("si", "SI"))
@@ -164,7 +164,11 @@ def _rollouts(
         if backend is None
         else backend.executor.map(_rollout_job, *zip(*jobs, strict=True))
     )
-    returns = list(tqdm(done, total=len(jobs), desc="env rollouts", disable=not progress_bar))
+    returns: list[float] = []
+    with Progress(len(jobs), "env rollouts", "episode", disable=not progress_bar) as bar:
+        for value in done:
+            returns.append(value)
+            bar.update(1)
     per = {w: returns[i * len(seeds) : (i + 1) * len(seeds)] for i, w in enumerate(who)}
     out: dict[str, Any] = {}
     for w, values in per.items():

@@ -23,6 +23,7 @@ from agents.experiments.config import (
 )
 from mtl_backends.balancers import GRADIENT_BALANCERS
 from mtl_backends.config import TrainConfig, key_dict
+from mtl_backends.policy.onnx_export import ONNX_FILE
 from mtl_backends.weightings import LOSS_WEIGHTINGS
 
 CELL_FORMAT_VERSION = 1
@@ -88,6 +89,8 @@ def _path_digests(name: str, kwargs: Mapping[str, Any]) -> dict[str, str]:
     """Content digests of the files a weighting reads (``data_path``: e.g. exported policies).
 
     A policy re-exported to the same folder then gives a new cell key instead of a stale result.
+    ``policy.onnx`` is left out: derived from ``policy.pt`` and never read by a run, writing it
+    (``igb export --onnx``) keeps the keys.
     """
     out: dict[str, str] = {}
     cls = LOSS_WEIGHTINGS.get(name)
@@ -95,7 +98,11 @@ def _path_digests(name: str, kwargs: Mapping[str, Any]) -> dict[str, str]:
     if not isinstance(value, str):
         return out
     path = Path(value).expanduser()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    files = (
+        sorted(p for p in path.rglob("*") if p.is_file() and p.name != ONNX_FILE)
+        if path.is_dir()
+        else [path]
+    )
     h = hashlib.sha256()
     for p in files:
         if p.is_file():

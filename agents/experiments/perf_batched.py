@@ -33,7 +33,8 @@ from stable_baselines3.common.vec_env import SubprocVecEnv
 
 from agents.experiments.perf_agent import agent_steps_per_second
 from agents.experiments.timing import num_threads
-from agents.vec_env import make_worker_env, preload_workers
+from agents.vec_env import make_worker_env
+from agents.worker_vec_env import preload_workers
 from igb_env import make_env
 from igb_env.vector import BatchedIGBEnv
 

@@ -155,6 +155,7 @@ def quickstart(
     tiny: bool = False,
     seed: int = 0,
     time_budget_s: float | None = None,
+    progress_bar: bool = True,
 ) -> Path:
     """Run the quickstart and print its table; returns the output folder.
 
@@ -163,6 +164,7 @@ def quickstart(
         tiny: Seconds-scale version for smoke tests.
         seed: Seed of the agent.
         time_budget_s: Wall-clock budget of agent training (default 300 s; 5 s with ``tiny``).
+        progress_bar: Show progress (bars on a terminal, a plain line per ~10 s or 5% in a log).
     """
     size = TINY if tiny else FULL
     if time_budget_s is not None:
@@ -181,7 +183,9 @@ def quickstart(
     # sleep while the agent trains.
     with LocalBackend(size.workers, start_method="forkserver") as backend:
         print(f"[1/4] STL references and EW / SI / IGBv1 on held-out seeds {seeds} ...", flush=True)
-        compare(quickstart_experiment(size, stl_cache), out, runner=backend, progress_bar=not tiny)
+        compare(
+            quickstart_experiment(size, stl_cache), out, runner=backend, progress_bar=progress_bar
+        )
 
         print(
             f"[2/4] ({time.perf_counter() - start:.0f} s) training the default agent "
@@ -198,7 +202,9 @@ def quickstart(
             n_envs=size.workers,
             hyperparameters={**dict(default.hyperparameters), **dict(size.hyperparameters)},
         )
-        run = train_agent(agent, out / "agent", progress_bar=not tiny, executor=backend.executor)
+        run = train_agent(
+            agent, out / "agent", progress_bar=progress_bar, executor=backend.executor
+        )
         training = json.loads((run / "training.json").read_text())
 
         print(f"[3/4] ({time.perf_counter() - start:.0f} s) exporting the policy ...", flush=True)
@@ -210,7 +216,7 @@ def quickstart(
             flush=True,
         )
         experiment = quickstart_experiment(size, stl_cache, policy)
-        compare(experiment, out, runner=backend, progress_bar=not tiny)
+        compare(experiment, out, runner=backend, progress_bar=progress_bar)
 
     plan = plan_grid(experiment)
     records = load_records(plan, out)

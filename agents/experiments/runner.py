@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from agents.experiments.backends import Backend, make_backend
 from agents.experiments.cells import (
     CellTask,
@@ -38,6 +36,7 @@ from agents.experiments.report import write_report
 from mtl_backends.atomic import write_json_atomic
 from mtl_backends.config import check_seed, to_dict
 from mtl_backends.fileio import check_writable_dir
+from mtl_backends.progress import Progress
 from mtl_backends.registry import ConfigError
 
 
@@ -90,7 +89,8 @@ def compare(
         workers: Parallel processes (local) or CPUs of a local Ray instance.
         backend: ``local`` or ``ray``.
         retry_failed: Rerun cells recorded as failed (default: keep their records).
-        progress_bar: Show a tqdm bar over cells.
+        progress_bar: Show progress over cells and STL references (a bar on a terminal, plain
+            lines in a log).
         ray_address: Existing Ray cluster (``None``: a local instance).
         config_path: Where the config came from (stated in the report).
         report_only: Only rebuild the report from the cells on disk (e.g. to look at a grid
@@ -158,7 +158,7 @@ def compare(
     active = runner if runner is not None else owned
     if todo and active is not None:
         with contextlib.nullcontext() if runner is not None else active:
-            bar = tqdm(total=len(todo), desc="compare", unit="cell", disable=not progress_bar)
+            bar = Progress(len(todo), "compare", "cell", disable=not progress_bar)
             try:
                 # One benchmark at a time (its STL references, then its cells), so that each table
                 # fills up completely while later benchmarks wait; the report is refreshed after
@@ -196,7 +196,7 @@ def _run_benchmark(
     provenance: Mapping[str, Any],
     out: Path,
     records: dict[str, dict[str, Any]],
-    bar: Any,
+    bar: Progress,
     progress_bar: bool,
 ) -> int:
     """STL references, then the cells, of one benchmark; returns the number of lost cells."""
@@ -245,7 +245,7 @@ def _stl_stage(
             pairs[key] = StlTask(cell.benchmark, cell.seed, config.stl_cache)
     keys = list(pairs)
     out: dict[tuple[str, int], dict[str, dict[str, float]] | str] = {}
-    bar = tqdm(total=len(keys), desc="stl", unit="ref", disable=not progress_bar, leave=False)
+    bar = Progress(len(keys), "stl", "ref", disable=not progress_bar, leave=False)
     try:
         for i, result in runner.map_unordered(run_stl, [pairs[k] for k in keys]):
             if isinstance(result, BaseException):

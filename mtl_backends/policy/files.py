@@ -20,6 +20,7 @@ from torch import Tensor
 
 from mtl_backends.atomic import atomic_torch_save, write_text_atomic
 from mtl_backends.fileio import FileFormatError, read_json
+from mtl_backends.packaged import builtin_policies, is_name
 from mtl_backends.policy.format import (
     FORMAT,
     POLICY_FILE,
@@ -36,11 +37,19 @@ DEFAULT_SHIPPED = "generalist"
 """The shipped policy ``PolicyWeighting`` loads when no path is given."""
 
 
+def _named_policies() -> dict[str, Path]:
+    """Every policy addressable by name: the repository's ``policies/`` and ``SHIPPED_DIR``."""
+    named = dict(builtin_policies())  # the checkout's policies/, or the wheel's copy
+    if SHIPPED_DIR.is_dir():
+        named.update(
+            (p.name, p) for p in sorted(SHIPPED_DIR.iterdir()) if (p / SIDECAR_FILE).is_file()
+        )
+    return named
+
+
 def shipped_policies() -> list[str]:
-    """Names of the policies shipped inside the package."""
-    if not SHIPPED_DIR.is_dir():
-        return []
-    return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / SIDECAR_FILE).is_file())
+    """Names of the policies that come with igb-rl (``policies/`` and the package's ``shipped``)."""
+    return sorted(_named_policies())
 
 
 def shipped_policy(name: str = DEFAULT_SHIPPED) -> Path:
@@ -49,12 +58,24 @@ def shipped_policy(name: str = DEFAULT_SHIPPED) -> Path:
     Raises:
         ValueError: No shipped policy has that name (the valid names are listed).
     """
-    names = shipped_policies()
-    if name not in names:
-        raise ValueError(
-            f"no shipped policy {name!r}; valid choices: {', '.join(names) or '(none installed)'}"
-        )
-    return SHIPPED_DIR / name
+    named = _named_policies()
+    if name not in named:
+        listed = ", ".join(sorted(named)) or "(none installed)"
+        raise ValueError(f"no shipped policy {name!r}; valid choices: {listed}")
+    return named[name]
+
+
+def resolve_policy(path: str | Path) -> Path:
+    """A policy folder: ``path`` when it exists or is a path, else the shipped policy of that name.
+
+    ``PolicyWeighting.load("synthetic-ppo-residual")`` and
+    ``PolicyWeighting.load("policies/synthetic-ppo-residual")`` (in a checkout) load the same
+    folder. A name that is no shipped policy is returned unchanged, for ``load_policy`` to report.
+    """
+    folder = Path(path)
+    if folder.exists() or not is_name(path):
+        return folder
+    return _named_policies().get(str(path), folder)
 
 
 def save_policy(
@@ -121,14 +142,23 @@ def save_policy(
 def load_policy(path: str | Path) -> Policy:
     """Load a policy folder written by ``save_policy`` (tensors only; no stored code runs).
 
+    Args:
+        path: The folder, or the name of a shipped policy (``resolve_policy``).
+
     Raises:
-        FileNotFoundError: A file is missing.
+        FileNotFoundError: The folder or a file is missing (the shipped names are listed).
         ValueError: An unsupported format, an inconsistent or malformed sidecar (not JSON, not an
             object), an unreadable weights file, or tensors whose names, shapes, dtypes or values
             (NaN, infinite) do not fit the sidecar's network (``FileFormatError``, naming the
             file).
     """
-    folder = Path(path)
+    folder = resolve_policy(path)
+    if not folder.is_dir():
+        names = ", ".join(shipped_policies()) or "(none installed)"
+        raise FileNotFoundError(
+            f"policy folder {str(folder)!r} does not exist; give a folder written by `igb export` "
+            f"or the name of a shipped policy: {names}"
+        )
     side_path, weights_path = folder / SIDECAR_FILE, folder / POLICY_FILE
     for p in (side_path, weights_path):
         if not p.is_file():
@@ -250,6 +280,7 @@ __all__ = [
     "SHIPPED_DIR",
     "load_policy",
     "read_tensors",
+    "resolve_policy",
     "save_policy",
     "shipped_policies",
     "shipped_policy",

@@ -18,8 +18,9 @@ handful of batched kernels:
 Losses and parameters equal ``MTLTrainer``'s to float rounding, not bit for bit: batched matrix
 products round differently from single ones (measured: 2.5e-7 relative on losses after 30 steps,
 3e-6 on parameters after 1000; ``tests/mtl_backends/stacked``). A slot whose loss becomes NaN or
-infinite is marked diverged and frozen (no further updates, no effect on the other slots) until
-``reset_slot``.
+infinite, or explodes (a task's loss above ``L*`` more than ``train.divergence_factor`` times its
+first-step value, as ``MTLTrainer`` checks), is marked diverged and frozen (no further updates, no
+effect on the other slots) until ``reset_slot``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from mtl_backends.benchmarks import Benchmark, make_benchmark
-from mtl_backends.config import TrainConfig
+from mtl_backends.config import TrainConfig, resolve_device
 from mtl_backends.stacked.adam import AdamImpl, SlotAdam
 from mtl_backends.stacked.models import (
     BatchedForward,
@@ -162,7 +163,7 @@ class StackedTrainer:
         self.transform = transform
         self._adam_impl: AdamImpl = adam
         self.check_losses = check_losses
-        self.device = torch.device(self._reference_config.device)
+        self.device = resolve_device(self._reference_config.device)
         self.batch_size = self._reference_config.batch_size
         self.n_slots = n
         reference = benchmarks[0]
@@ -197,6 +198,11 @@ class StackedTrainer:
         self._has_perm = np.zeros(n, dtype=bool)
         self._steps = np.zeros(n, dtype=np.int64)
         self._dead = np.zeros(n, dtype=bool)
+        # Explosion limits (``MTLTrainer._check_explosion``): L* + factor x the first-step margin,
+        # set at each run's first forward; +inf until then and for tasks that start at L*.
+        self._limit = torch.full((n, self.n_tasks), torch.inf, device=dev)
+        self._first_margin = torch.zeros((n, self.n_tasks), dtype=torch.float64)
+        self._has_margin = np.zeros(n, dtype=bool)
         self._generators = [torch.Generator() for _ in range(n)]
         self._benchmarks: list[Benchmark] = list(benchmarks)
         self._seeds = [int(s) for s in seeds]
@@ -297,6 +303,8 @@ class StackedTrainer:
         self._has_perm[i] = False
         self._steps[i] = 0
         self._dead[i] = False
+        self._has_margin[i] = False
+        self._limit[i] = torch.inf
         self._benchmarks[i] = benchmark
         self._seeds[i] = seed
         self._configs[i] = config
@@ -499,10 +507,29 @@ class StackedTrainer:
                     f"lower bound L*={float(self._lower[i, t]):.6g}; the log transform needs "
                     "L >= L*"
                 )
-        self._dead |= bad.cpu().numpy() & stepping
+        self._dead |= (bad.cpu().numpy() | self._exploded(raw, finite, stepping)) & stepping
         self._pending = losses
         self._pending_active = stepping
         return raw.clone()
+
+    def _exploded(self, raw: Tensor, finite: Tensor, stepping: np.ndarray) -> np.ndarray:
+        """Slots with a finite loss far above its first-step value ``[N]`` (records first steps)."""
+        first = stepping & ~self._has_margin & finite.all(dim=1).cpu().numpy()
+        for slot in np.flatnonzero(first).tolist():
+            self._set_margin(slot, raw[slot].to("cpu", torch.float64) - self._lower[slot].cpu())
+        over = (finite & (raw > self._limit)).any(dim=1).cpu().numpy()
+        return over & ~first
+
+    def _set_margin(self, i: int, margin: Tensor) -> None:
+        factor = self._configs[i].divergence_factor
+        self._first_margin[i] = margin
+        self._has_margin[i] = True
+        if factor is None:
+            self._limit[i] = torch.inf
+            return
+        limit = self._lower[i].cpu().to(torch.float64) + factor * margin
+        limit = torch.where(margin > 0, limit, torch.full_like(limit, torch.inf))
+        self._limit[i] = limit.to(device=self.device, dtype=self._limit.dtype)
 
     def apply(self, weights: Tensor | Sequence[Sequence[float]] | np.ndarray) -> StackedStepResult:
         """Finish the step on the batches of the last ``forward``.
@@ -615,6 +642,8 @@ class StackedTrainer:
             "adam": self.adam.state_dict(),
             "step_count": torch.from_numpy(self._steps.copy()),
             "diverged": torch.from_numpy(self._dead.copy()),
+            "first_margin": self._first_margin.clone(),
+            "has_margin": torch.from_numpy(self._has_margin.copy()),
             "perm": self._perm.cpu().clone(),
             "has_perm": torch.from_numpy(self._has_perm.copy()),
             "data_generators": [g.get_state() for g in self._generators],
@@ -667,6 +696,12 @@ class StackedTrainer:
         self._steps[:] = state["step_count"].numpy()
         self.adam.load_state_dict(state["adam"])
         self._dead[:] = state["diverged"].numpy()
+        # States saved before the explosion check have no margins: each slot's next step sets it.
+        self._has_margin[:] = False
+        self._limit.fill_(torch.inf)
+        if "has_margin" in state:
+            for slot in np.flatnonzero(state["has_margin"].numpy()).tolist():
+                self._set_margin(slot, state["first_margin"][slot].to(torch.float64))
         self._has_perm[:] = state["has_perm"].numpy()
         for g, saved_g in zip(self._generators, state["data_generators"], strict=True):
             g.set_state(saved_g)

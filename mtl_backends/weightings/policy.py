@@ -18,7 +18,12 @@ from mtl_backends.balancers import GRADIENT_BALANCERS
 from mtl_backends.features import FeatureSpec
 from mtl_backends.gaps import GapTracker, is_decision_step
 from mtl_backends.policy.action_maps import HeldAction
-from mtl_backends.policy.files import DEFAULT_SHIPPED, load_policy, shipped_policy
+from mtl_backends.policy.files import (
+    DEFAULT_SHIPPED,
+    load_policy,
+    resolve_policy,
+    shipped_policy,
+)
 from mtl_backends.registry import ConfigError
 from mtl_backends.weightings.base import LossWeighting, StepContext
 
@@ -53,7 +58,8 @@ class PolicyWeighting(LossWeighting):
     ``{name: policy}`` in a config work out of the box.
 
     Args:
-        path: Policy folder (``None``: the shipped policy ``shipped``).
+        path: Policy folder, or the name of a shipped policy (``None``: the shipped policy
+            ``shipped``).
         shipped: Name of a shipped policy (only without ``path``).
         base_window: Base window of ``update``'s tracker (default: the sidecar's).
         total_steps: Step budget of ``update``'s tracker (default: the sidecar's).
@@ -74,7 +80,9 @@ class PolicyWeighting(LossWeighting):
     ) -> None:
         if path is not None and shipped is not None:
             raise ConfigError("give a policy path or the name of a shipped policy, not both")
-        self.path = Path(path) if path is not None else shipped_policy(shipped or DEFAULT_SHIPPED)
+        self.path = (
+            resolve_policy(path) if path is not None else shipped_policy(shipped or DEFAULT_SHIPPED)
+        )
         self.policy = load_policy(self.path)
         # The run's T (a set policy learns it at reset() or at the first update()).
         self._run_tasks: int | None = self.policy.n_tasks
@@ -98,9 +106,9 @@ class PolicyWeighting(LossWeighting):
 
     @classmethod
     def data_path(cls, kwargs: Mapping[str, Any]) -> str | None:
-        """The policy folder: ``path``, or the shipped policy's folder."""
+        """The policy folder: ``path`` (a folder or a shipped policy's name), or ``shipped``'s."""
         if kwargs.get("path") is not None:
-            return str(kwargs["path"])
+            return str(resolve_policy(str(kwargs["path"])))
         shipped = kwargs.get("shipped") or DEFAULT_SHIPPED
         try:
             return str(shipped_policy(str(shipped)))
@@ -109,7 +117,11 @@ class PolicyWeighting(LossWeighting):
 
     @classmethod
     def load(cls, path: str | Path, **kwargs: Any) -> PolicyWeighting:
-        """Load the policy folder ``path`` (see the class arguments)."""
+        """Load the policy folder ``path``, or the shipped policy of that name (class arguments).
+
+        ``PolicyWeighting.load("synthetic-ppo-residual")`` works in any folder, with a wheel as in a
+        checkout; a value with a path separator is always a path.
+        """
         return cls(path, **kwargs)
 
     @property

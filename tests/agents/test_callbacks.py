@@ -85,6 +85,7 @@ def test_tqdm_counts_episodes_and_timesteps() -> None:
         model.num_timesteps = timesteps
         cb.update_locals({"dones": np.array(dones)})
         assert cb.on_step() is True
+    assert cb.bar is not None
     assert cb.episodes == 3 and cb.bar.n == 6
     model.ep_info_buffer = [{"r": 1.0}, {"r": 2.0}]
     model.num_timesteps = 12

@@ -19,7 +19,7 @@ import pytest
 import torch
 from stable_baselines3 import PPO, SAC
 
-from agents import checkpoint
+from agents import checkpoint, rng_state
 from agents.checkpoint import (
     LEGACY_MODEL,
     POINTER,
@@ -27,14 +27,12 @@ from agents.checkpoint import (
     SaveBestCallback,
     latest_checkpoint,
     load_rng_states,
-    load_sb3_model,
     load_state,
     restore_episode_buffers,
-    rng_states,
     save_checkpoint,
-    serialized_entries,
-    set_rng_states,
 )
+from agents.rng_state import rng_states, set_rng_states
+from agents.sb3_files import load_sb3_model, serialized_entries
 from mtl_backends.fileio import FileFormatError
 from tests.agents._hostile import Payload, replace_serialized
 
@@ -198,9 +196,9 @@ def test_save_best_callback_writes_the_model(ppo: PPO, tmp_path: Path) -> None:
 
 def test_rng_states_are_json_and_restore_the_draws(tmp_path: Path) -> None:
     saved = rng_states()
-    data = json.loads(json.dumps(checkpoint.rng_states_to_json(saved)))
+    data = json.loads(json.dumps(rng_state.rng_states_to_json(saved)))
     first = [_draws() for _ in range(3)]
-    set_rng_states(checkpoint.rng_states_from_json(data, "rng.json"))
+    set_rng_states(rng_state.rng_states_from_json(data, "rng.json"))
     assert [_draws() for _ in range(3)] == first
 
 

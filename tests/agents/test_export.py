@@ -257,3 +257,23 @@ def test_exported_set_policy_weights_runs_of_unseen_t(exported_set: Path) -> Non
     assert w.shape == (60, 5) and (w > 0).all()
     torch.testing.assert_close(w.sum(1), torch.full((60,), 5.0, dtype=torch.float64))
     assert torch.equal(w[:10], torch.ones(10, 5, dtype=torch.float64))
+
+
+def test_igb_export_onnx_writes_a_set_policy_for_any_t(trained_set: Path, tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from agents.cli import main
+
+    out = tmp_path / "onnx"
+    assert main(["export", str(trained_set), "--out", str(out), "--onnx"]) == 0
+    assert {p.name for p in out.iterdir()} == {"policy.pt", "policy.json", "policy.onnx"}
+    policy = load_policy(out)
+    session = ort.InferenceSession(str(out / "policy.onnx"), providers=["CPUExecutionProvider"])
+    assert isinstance(policy.network, SetPolicyNetwork)
+    encoder = policy.network.encoder
+    for n_tasks in (2, 4):
+        dim = n_tasks * encoder.task_features + encoder.global_features
+        obs = np.random.default_rng(n_tasks).normal(size=(8, dim)).astype(np.float32)
+        (actions,) = session.run(["action"], {"obs": obs})
+        expected = np.stack([policy.act(row).numpy() for row in obs])
+        np.testing.assert_allclose(actions, expected, atol=1e-5, rtol=0)

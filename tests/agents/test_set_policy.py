@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv
 
+from agents.padded_vec_env import PaddedVecEnv
 from agents.set_policy import MaskedDiagGaussianDistribution, PaddedLayout, SetActorCriticPolicy
-from agents.vec_env import PaddedVecEnv
 from mtl_backends.features import FeatureSpec, FeatureTable
 from mtl_backends.policy.network import SetPolicyNetwork
 

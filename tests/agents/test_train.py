@@ -11,9 +11,10 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents.config import AgentConfig, group_env_configs, load_agent_config
+from agents.padded_vec_env import PaddedVecEnv
 from agents.set_policy import SetActorCriticPolicy
 from agents.train import _eval_env, build_model, load_model, reference_returns, train_agent
-from agents.vec_env import PaddedVecEnv, make_vec_env, spawn_seeds
+from agents.vec_env import make_vec_env, spawn_seeds
 from igb_env.config import load_env_config
 from mtl_backends.registry import ConfigError
 from tests.agents._configs import SET_GROUPS, TINY_ENV, tiny_agent, tiny_set_agent

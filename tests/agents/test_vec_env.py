@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor
 
 from agents.config import group_env_configs
+from agents.padded_vec_env import PaddedVecEnv
 from agents.vec_env import (
     BatchedVecEnv,
-    PaddedVecEnv,
     SeedSequenceVecEnv,
     make_vec_env,
     make_worker_env,

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from agents.config import AgentConfig
-from agents.vec_env import PaddedVecEnv, WorkerVecEnv, make_vec_env
+from agents.padded_vec_env import PaddedVecEnv
+from agents.vec_env import make_vec_env
+from agents.worker_vec_env import WorkerVecEnv
 from mtl_backends.registry import ConfigError
 
 SET_AGENT = AgentConfig(

@@ -10,7 +10,7 @@ import pytest
 
 from igb_env import make_env
 from igb_env.config import held_out_config, load_env_config
-from igb_env.instances import BenchmarkCache, InstanceSampler, InstanceSet
+from igb_env.instances import BenchmarkCache, InstanceSampler, InstanceSet, reset_options
 from igb_env.vector import BatchedIGBEnv
 from mtl_backends.benchmarks import Synthetic, instance_kwargs, make_benchmark
 from mtl_backends.registry import ConfigError
@@ -172,3 +172,34 @@ def test_an_unknown_variation_family_is_refused_when_the_env_is_built() -> None:
     # neither true/false nor a family name
     with pytest.raises(ConfigError, match="variation"):
         load_env_config({"preset": "smoke", "variation": 1})
+
+
+@pytest.mark.parametrize(
+    ("options", "where"),
+    [
+        ({"instance": 2.7}, r"options\['instance'\]"),
+        ({"instance": -1}, r"options\['instance'\]"),
+        ({"instance": True}, r"options\['instance'\]"),
+        ({"instance": "3"}, r"options\['instance'\]"),
+        ({"instances": [1, 2.5]}, r"options\['instances'\]\[1\]"),
+        ({"instances": "12"}, r"options\['instances'\] must be a list"),
+    ],
+)
+def test_reset_seeds_must_be_non_negative_integers(options: dict[str, Any], where: str) -> None:
+    """A float seed was truncated to another instance (2.7 ran instance 2): now refused."""
+    with pytest.raises(ValueError, match=where):
+        reset_options(options, ("instance", "instances"))
+
+
+def test_reset_seeds_accept_numpy_integers() -> None:
+    out = reset_options(
+        {"instance": np.int64(7), "instances": [np.int32(1), 2]}, ("instance", "instances")
+    )
+    assert out == {"instance": 7, "instances": [1, 2]}
+    assert type(out["instance"]) is int
+
+
+def test_the_env_refuses_a_float_instance_before_resetting() -> None:
+    env = make_env({"preset": "smoke"})
+    with pytest.raises(ValueError, match=r"non-negative integer instance seed, got 2\.7"):
+        env.reset(options={"instance": 2.7})

@@ -157,6 +157,8 @@ def test_the_content_of_a_policy_folder_is_part_of_the_key(tmp_path: Path) -> No
     assert cell.key != key
     (folder / "policy.pt").write_bytes(b"\x00\x01")
     assert cell.key == key
+    (folder / "policy.onnx").write_bytes(b"onnx")  # derived, never read by a run
+    assert cell.key == key
     (folder / "extra.txt").write_text("x")
     assert cell.key != key
 

@@ -20,7 +20,14 @@ def test_held_out_seeds_are_never_drawn_in_training(size) -> None:
 def test_tiny_quickstart_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "qs"
     assert main(["quickstart", "--tiny", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    # Progress in a log (stderr is not a terminal here): a few plain lines, no redraws.
+    progress = captured.err.splitlines()
+    assert "\r" not in captured.err
+    for desc in ("stl:", "compare:", "agent:"):
+        assert any(line.startswith(desc) and " done in " in line for line in progress), desc
+    assert sum(" ETA " in line or " done in " in line for line in progress) <= 40
     for label in ("| EW |", "| SI |", "| IGBv1 |", "| learned policy |", "time / EW"):
         assert label in printed
     assert str(out) in printed

@@ -20,6 +20,7 @@ def shipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     random_policy(root / "generalist")
     (root / "not-a-policy").mkdir()
     monkeypatch.setattr(files, "SHIPPED_DIR", root)
+    monkeypatch.setattr(files, "builtin_policies", dict)  # without the repository's policies/
     return root
 
 
@@ -52,6 +53,7 @@ def test_no_shipped_policy_installed_is_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(files, "SHIPPED_DIR", tmp_path / "absent")
+    monkeypatch.setattr(files, "builtin_policies", dict)
     assert shipped_policies() == []
     with pytest.raises(ValueError, match=r"valid choices: \(none installed\)"):
         PolicyWeighting()

@@ -16,6 +16,7 @@ from mtl_backends import MTLTrainer, TrainConfig, make_balancer, make_benchmark,
 from mtl_backends.benchmarks import Benchmark
 from mtl_backends.models.hps import HardParameterSharing
 from mtl_backends.stacked import AdamImpl, StackedTrainer
+from mtl_backends.trainer import DivergenceError
 
 SMALL: dict[str, Any] = {
     "n_train": 300,
@@ -489,3 +490,48 @@ def test_synthetic_instances_of_mixed_task_kinds_stack() -> None:
     assert loss_dev <= RTOL
     with pytest.raises(ValueError, match="slots must share split sizes and data shapes"):
         stacked.reset_slot(0, small(5), 5)
+
+
+def _steps_to_divergence(trainer: MTLTrainer, limit: int) -> int | None:
+    for _ in range(limit):
+        try:
+            trainer.step()
+        except DivergenceError:
+            return trainer.step_count
+    return None
+
+
+def test_an_exploding_slot_diverges_where_mtltrainer_does() -> None:
+    """Finite but exploding losses (Adam at lr 1e3) end a slot as MTLTrainer's check ends a run."""
+    exploding = TrainConfig(steps=30, batch_size=30, lr=1e3)
+    configs = [CONFIG, exploding, CONFIG, CONFIG]
+    stacked = StackedTrainer([small(s) for s in SEEDS], SEEDS, configs, "identity")
+    for _ in range(30):
+        result = stacked.step(torch.ones(len(SEEDS), 3))
+        if bool(result.diverged[1]):
+            break
+    assert stacked.diverged.tolist() == [False, True, False, False]
+    single = reference("identity", SEEDS[1], exploding)
+    expected = _steps_to_divergence(single, 30)
+    assert expected is not None
+    # MTLTrainer raises in the forward of step `expected`; the slot stopped at the same step.
+    assert int(stacked.step_counts[1]) == expected
+    # Without the check the slot runs on with finite, absurd losses.
+    off = TrainConfig(steps=30, batch_size=30, lr=1e3, divergence_factor=None)
+    unchecked = StackedTrainer([small(SEEDS[1])], [SEEDS[1]], [off], "identity")
+    for _ in range(expected + 1):
+        losses = unchecked.step(torch.ones(1, 3)).losses
+    assert not bool(unchecked.diverged.any()) and bool(torch.isfinite(losses).all())
+
+
+def test_explosion_limits_survive_a_state_round_trip() -> None:
+    exploding = TrainConfig(steps=30, batch_size=30, lr=1e3)
+    a = StackedTrainer([small(SEEDS[1])], [SEEDS[1]], [exploding], "identity")
+    a.step(torch.ones(1, 3))
+    state = a.state_dict()
+    b = StackedTrainer([small(SEEDS[1])], [SEEDS[1]], [exploding], "identity")
+    b.load_state_dict(state)
+    for _ in range(29):
+        ra, rb = a.step(torch.ones(1, 3)), b.step(torch.ones(1, 3))
+        assert ra.diverged.tolist() == rb.diverged.tolist()
+    assert bool(a.diverged[0])
