@@ -65,7 +65,7 @@ def load_sb3_model(
     SB3 stores some attributes (the policy class, spaces, schedules, buffers' classes, episode
     buffers) as cloudpickle, which runs code on load. Every such entry is replaced through SB3's
     ``custom_objects``: by ``trusted`` (values rebuilt from the run's own config, e.g.
-    ``agents.train.model_template``), by ``None`` for run state that SB3 resets or rebuilds
+    ``agents.build.model_template``), by ``None`` for run state that SB3 resets or rebuilds
     (``SB3_STATE_ENTRIES``, ``SB3_REBUILT_ENTRIES``). The tensors are read by SB3 with
     ``torch.load(weights_only=True)``.
 

@@ -35,8 +35,9 @@ def register(subparsers: Any) -> None:
 def main(args: argparse.Namespace) -> int:
     """Run ``igb train-agent``."""
     # SB3 is imported here, not at module level, so `igb train` and `igb --help` stay light.
+    from agents.build import check_hyperparameters
     from agents.config import load_agent_config
-    from agents.train import check_hyperparameters, resume_agent, train_agent
+    from agents.train import resume_agent, train_agent
     from mtl_backends.fileio import check_writable_dir
     from mtl_backends.packaged import resolve_config
 

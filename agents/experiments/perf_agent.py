@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.build import build_model
 from agents.config import AgentConfig
 from agents.experiments.timing import k_steps, num_threads, paired_ratios, quartiles
-from agents.train import build_model
 from agents.vec_env import make_vec_env
 from igb_env import make_env
 from mtl_backends.balancers import make_balancer

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from agents.build import build_model
 from agents.config import AgentConfig, get_algorithm
 from agents.export import export_model
-from agents.train import build_model, load_model, train_agent
+from agents.train import load_model, train_agent
 from agents.vec_env import make_vec_env
 from igb_env import make_env
 from mtl_backends.policy import load_policy

@@ -10,10 +10,12 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from agents.build import build_model
 from agents.config import AgentConfig, group_env_configs, load_agent_config
 from agents.padded_vec_env import PaddedVecEnv
+from agents.references import held_out_eval_env, reference_returns
 from agents.set_policy import SetActorCriticPolicy
-from agents.train import _eval_env, build_model, load_model, reference_returns, train_agent
+from agents.train import load_model, train_agent
 from agents.vec_env import make_vec_env, spawn_seeds
 from igb_env.config import load_env_config
 from mtl_backends.registry import ConfigError
@@ -203,7 +205,7 @@ def test_set_policy_tensorboard_pools_the_tasks(trained_set: Path) -> None:
 
 
 def test_set_policy_eval_env_pads_and_walks_every_group_s_test_set() -> None:
-    made = _eval_env(tiny_set_agent(eval_every=40))
+    made = held_out_eval_env(tiny_set_agent(eval_every=40))
     assert made is not None
     venv, episodes = made
     inner = venv.unwrapped
@@ -224,7 +226,7 @@ def test_set_policy_eval_env_pads_and_walks_every_group_s_test_set() -> None:
 
 
 def test_set_policy_eval_env_refusals() -> None:
-    assert _eval_env(tiny_set_agent(eval_every=None)) is None
+    assert held_out_eval_env(tiny_set_agent(eval_every=None)) is None
     uneven = tiny_set_agent(
         eval_every=40,
         env_groups=(
@@ -233,5 +235,5 @@ def test_set_policy_eval_env_refusals() -> None:
         ),
     )
     with pytest.raises(ConfigError) as err:
-        _eval_env(uneven)
+        held_out_eval_env(uneven)
     assert str(err.value) == "the env groups' test sets must have one size, got [1, 2]"
