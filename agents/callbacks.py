@@ -175,17 +175,24 @@ class TqdmCallback(BaseCallback):
     Args:
         total_timesteps: The timestep cap.
         disable: Show nothing (tests).
+        time_budget_s: The wall-clock budget left (``BudgetCallback``), so that the ETA of a run
+            the budget will stop is the budget's, not the timestep cap's.
     """
 
-    def __init__(self, total_timesteps: int, disable: bool = False) -> None:
+    def __init__(
+        self, total_timesteps: int, disable: bool = False, time_budget_s: float | None = None
+    ) -> None:
         super().__init__()
         self.total = total_timesteps
         self.disable = disable
+        self.time_budget_s = time_budget_s
         self.bar: Progress | None = None
         self.episodes = 0
 
     def _on_training_start(self) -> None:
-        self.bar = Progress(self.total, "agent", "step", disable=self.disable)
+        self.bar = Progress(
+            self.total, "agent", "step", disable=self.disable, time_budget_s=self.time_budget_s
+        )
 
     def _on_step(self) -> bool:
         assert self.bar is not None

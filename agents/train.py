@@ -95,7 +95,9 @@ def _learn(
         None if config.time_budget_s is None else max(config.time_budget_s - prior_wall, 1e-3)
     )
     budget = BudgetCallback(remaining_budget)
-    progress = TqdmCallback(config.total_timesteps, disable=not progress_bar)
+    progress = TqdmCallback(
+        config.total_timesteps, disable=not progress_bar, time_budget_s=remaining_budget
+    )
     progress.episodes = int(prior.get("episodes", 0))
     callbacks: list[BaseCallback] = [TaskMetricsCallback(task_names, references), budget, progress]
     evaluation = eval_callback(config, out)

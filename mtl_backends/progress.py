@@ -89,6 +89,8 @@ class Progress:
         interval_s: In line mode, the longest time between two lines while work advances.
         every_fraction: In line mode, the share of ``total`` that gives a line when done, ...
         min_interval_s: ... provided this many seconds have passed since the last line.
+        time_budget_s: Work that also stops at a wall-clock budget (agent training): the ETA is
+            the sooner of the rate's estimate and the budget left.
 
     Raises:
         ValueError: A negative ``total`` or non-positive intervals or fraction.
@@ -108,6 +110,7 @@ class Progress:
         interval_s: float = 10.0,
         every_fraction: float = 0.05,
         min_interval_s: float = 1.0,
+        time_budget_s: float | None = None,
     ) -> None:
         if total is not None and total < 0:
             raise ValueError(f"progress total must be >= 0 or None, got {total}")
@@ -126,6 +129,7 @@ class Progress:
         self.interval_s = interval_s
         self.every_fraction = every_fraction
         self.min_interval_s = min_interval_s
+        self.time_budget_s = time_budget_s
         self.mode: Mode = "off" if disable else (mode or progress_mode(stream))
         self.n = 0
         self.postfix = ""
@@ -210,10 +214,12 @@ class Progress:
             parts.append(f"done in {format_duration(elapsed)}")
         else:
             parts.append(f"elapsed {format_duration(elapsed)}")
+            eta = math.inf
             if self.total is not None and math.isfinite(rate) and rate > 0:
-                parts.append(f"ETA {format_duration(max(self.total - self.n, 0) / rate)}")
-            else:
-                parts.append("ETA ?")
+                eta = max(self.total - self.n, 0) / rate
+            if self.time_budget_s is not None:
+                eta = min(eta, max(self.time_budget_s - elapsed, 0.0))
+            parts.append(f"ETA {format_duration(eta)}" if math.isfinite(eta) else "ETA ?")
         if self.postfix:
             parts.append(self.postfix)
         print(" | ".join(parts), file=self._stream(), flush=True)

@@ -89,6 +89,25 @@ def test_slow_work_in_a_log_gives_one_line_per_ten_seconds() -> None:
     assert bar.lines_written == 13
 
 
+def test_a_wall_clock_budget_bounds_the_eta() -> None:
+    """Agent training stops at its budget: a 5-minute run must not promise 2 hours."""
+    out, clock = io.StringIO(), Clock()
+    bar = Progress(10_000, "agent", "step", stream=out, clock=clock, time_budget_s=300.0)
+    for _ in range(40):
+        clock.now += 1.0
+        bar.update(1)
+    lines = out.getvalue().splitlines()
+    # At 10 s: 1 step/s leaves 2:46:30 for the cap, the budget 4:50; at 40 s, 4:20.
+    assert lines[0].endswith("| elapsed 0:10 | ETA 4:50")
+    assert lines[-1].endswith("| elapsed 0:40 | ETA 4:20")
+    # A budget longer than the work leaves the rate's estimate.
+    out2, clock2 = io.StringIO(), Clock()
+    bar2 = Progress(20, "agent", "step", stream=out2, clock=clock2, time_budget_s=3600.0)
+    clock2.now += 10.0
+    bar2.update(10)
+    assert out2.getvalue().splitlines()[0].endswith("| ETA 0:10")
+
+
 def test_update_to_unknown_total_slow_rates_and_write() -> None:
     out, clock = io.StringIO(), Clock()
     with Progress(None, "stl", "ref", stream=out, clock=clock) as bar:
