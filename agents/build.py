@@ -99,6 +99,34 @@ def _algorithm_arguments(
     return policy, policy_kwargs, hyperparameters
 
 
+def _construct(
+    config: AgentConfig,
+    venv: VecEnv | None,
+    action_space: spaces.Space[Any],
+    layout: Mapping[str, Any] | None,
+    **extra: Any,
+) -> BaseAlgorithm:
+    """``config``'s SB3 algorithm on ``venv`` (CPU, silent), plus ``extra`` constructor args."""
+    policy, policy_kwargs, hyperparameters = _algorithm_arguments(config, action_space, layout)
+    # Every SB3 algorithm takes `_init_setup_model`; BaseAlgorithm's signature does not show it.
+    algo: Any = get_algorithm(config.algorithm)
+    with warnings.catch_warnings():
+        # The prototype's minibatch of 64 does not divide its 144-step rollout; SB3 then warns
+        # about the last, truncated minibatch, which is harmless.
+        warnings.filterwarnings("ignore", message="You have specified a mini-batch size")
+        model: BaseAlgorithm = algo(
+            policy,
+            venv,
+            policy_kwargs=policy_kwargs,
+            seed=config.seed,
+            device="cpu",
+            verbose=0,
+            **extra,
+            **hyperparameters,
+        )
+    return model
+
+
 def build_model(config: AgentConfig, venv: VecEnv, tensorboard_log: str | None) -> BaseAlgorithm:
     """The SB3 algorithm of ``config`` on ``venv`` (CPU; nothing is evaluated from strings).
 
@@ -110,22 +138,7 @@ def build_model(config: AgentConfig, venv: VecEnv, tensorboard_log: str | None) 
         if not isinstance(inner, PaddedVecEnv):
             raise ValueError("a set policy trains on a PaddedVecEnv (agents.vec_env.make_vec_env)")
         layout = asdict(inner.layout)
-    policy, policy_kwargs, hyperparameters = _algorithm_arguments(config, venv.action_space, layout)
-    algo = get_algorithm(config.algorithm)
-    with warnings.catch_warnings():
-        # The prototype's minibatch of 64 does not divide its 144-step rollout; SB3 then warns
-        # about the last, truncated minibatch, which is harmless.
-        warnings.filterwarnings("ignore", message="You have specified a mini-batch size")
-        model = algo(
-            policy,
-            venv,
-            policy_kwargs=policy_kwargs,
-            seed=config.seed,
-            tensorboard_log=tensorboard_log,
-            device="cpu",
-            verbose=0,
-            **hyperparameters,
-        )
+    model = _construct(config, venv, venv.action_space, layout, tensorboard_log=tensorboard_log)
     if tensorboard_log is None:
         model.set_logger(null_logger())
     return model
@@ -146,21 +159,7 @@ def model_template(config: AgentConfig, venv: VecEnv | None = None) -> dict[str,
         layout = asdict(inner.layout) if isinstance(inner, PaddedVecEnv) else None
     else:
         obs_space, act_space, layout = _config_spaces(config)
-    policy, policy_kwargs, hyperparameters = _algorithm_arguments(config, act_space, layout)
-    # Every SB3 algorithm takes `_init_setup_model`; BaseAlgorithm's signature does not show it.
-    algo: Any = get_algorithm(config.algorithm)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="You have specified a mini-batch size")
-        template = algo(
-            policy,
-            None,
-            policy_kwargs=policy_kwargs,
-            seed=config.seed,
-            device="cpu",
-            verbose=0,
-            _init_setup_model=False,
-            **hyperparameters,
-        )
+    template = _construct(config, None, act_space, layout, _init_setup_model=False)
     values = dict(vars(template))
     values.update(observation_space=obs_space, action_space=act_space)
     if values.get("target_entropy") == "auto":

@@ -78,6 +78,19 @@ def numpy_state_from_dict(state: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
+def method_generator(method: Any) -> torch.Generator:
+    """``method.generator``, the seeded generator the trainer gave the method at ``reset``.
+
+    A method used on its own (no ``reset`` with a generator) gets a generator seeded with 0, kept
+    on the method, so its draws are still reproducible and its state is saved with the run.
+    """
+    gen = getattr(method, "generator", None)
+    if gen is None:
+        gen = torch.Generator().manual_seed(0)
+        method.generator = gen
+    return gen
+
+
 def generator_state(method: Any) -> Tensor | None:
     """The state of ``method.generator`` (a method's seeded ``torch.Generator``), if it has one."""
     gen = getattr(method, "generator", None)
@@ -94,6 +107,7 @@ def set_generator_state(method: Any, state: Tensor | None) -> None:
 __all__ = [
     "RngStream",
     "generator_state",
+    "method_generator",
     "numpy_state_from_dict",
     "numpy_state_to_dict",
     "set_generator_state",

@@ -54,6 +54,16 @@ def trainer_seeds(seed: int) -> TrainerSeeds:
     return TrainerSeeds(*(int(s) for s in np.random.SeedSequence(seed).generate_state(5)))
 
 
+def explosion_limit(lower: Tensor, margin: Tensor, factor: float) -> Tensor:
+    """Per-task loss above which a run explodes: ``L* + factor · margin`` (float64, CPU).
+
+    ``margin`` is each task's first-step loss above its bound ``L*``; a task that starts at its
+    bound (``margin <= 0``) has no scale to explode from, so its limit is ``+inf``.
+    """
+    limit = lower.to("cpu", torch.float64) + factor * margin
+    return torch.where(margin > 0, limit, torch.full_like(limit, math.inf))
+
+
 def lr_factor(config: TrainConfig, step: int) -> float:
     """The learning-rate multiplier of step ``step`` under ``config.lr_schedule``."""
     if config.lr_schedule == "cosine":
@@ -302,9 +312,7 @@ class MTLTrainer:
         if self._first_margin is None or factor is None:
             self._explosion_limit = None
             return
-        # A task that starts at its bound (margin <= 0) has no scale to explode from: no limit.
-        limit = self._lower_bounds.to("cpu", torch.float64) + factor * self._first_margin
-        limit = torch.where(self._first_margin > 0, limit, torch.full_like(limit, math.inf))
+        limit = explosion_limit(self._lower_bounds, self._first_margin, factor)
         self._explosion_limit = limit.to(device=self.device, dtype=torch.float32)
 
     def _check_weights(self, weights: Tensor | Sequence[float] | np.ndarray) -> Tensor:

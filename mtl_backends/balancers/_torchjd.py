@@ -39,6 +39,7 @@ from torch import Tensor
 
 from mtl_backends.balancers._solvers import gram
 from mtl_backends.balancers.base import GradientBalancer
+from mtl_backends.rng import method_generator
 
 TORCHJD_INPUTS: tuple[str, ...] = ("gramian", "matrix", "aggregator")
 
@@ -83,11 +84,7 @@ class TorchJDBalancer(GradientBalancer):
         return self.method
 
     def _seed(self) -> int:
-        gen = getattr(self, "generator", None)
-        if gen is None:
-            gen = torch.Generator().manual_seed(0)
-            self.generator = gen
-        return int(torch.randint(0, 2**62, (1,), generator=gen))
+        return int(torch.randint(0, 2**62, (1,), generator=method_generator(self)))
 
     def _call(self, method: Any, argument: Tensor) -> Any:
         if not self.uses_global_rng:

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from mtl_backends.balancers.base import GradientBalancer
+from mtl_backends.rng import method_generator
 
 
 class PCGrad(GradientBalancer):
@@ -38,13 +39,6 @@ class PCGrad(GradientBalancer):
             n_tasks, generator if generator is not None else torch.Generator().manual_seed(0)
         )
 
-    def _generator(self) -> torch.Generator:
-        gen = getattr(self, "generator", None)
-        if gen is None:
-            gen = torch.Generator().manual_seed(0)
-            self.generator = gen
-        return gen
-
     def contributions(self, jacobian: Tensor, losses: Tensor) -> Tensor:
         """The projected gradients ``g̃_i`` ``[T, P]``."""
         n = jacobian.shape[0]
@@ -52,7 +46,7 @@ class PCGrad(GradientBalancer):
         m = (j64 @ j64.T).cpu()
         diag = torch.diagonal(m)
         tiny = 1e-30 * max(float(diag.max()), 1e-300) if n else 0.0
-        gen = self._generator()
+        gen = method_generator(self)
         a = torch.eye(n, dtype=torch.float64)
         for i in range(n):
             order = torch.randperm(n, generator=gen).tolist()

@@ -47,7 +47,7 @@ from mtl_backends.stacked.models import (
     mlp_forward,
     signature,
 )
-from mtl_backends.trainer import lr_factor, trainer_seeds
+from mtl_backends.trainer import explosion_limit, lr_factor, trainer_seeds
 
 LossesFn = Callable[[list[Tensor], Tensor], Tensor]
 """``losses(outputs, targets) -> [T]``, the signature of ``Benchmark.losses``."""
@@ -527,8 +527,7 @@ class StackedTrainer:
         if factor is None:
             self._limit[i] = torch.inf
             return
-        limit = self._lower[i].cpu().to(torch.float64) + factor * margin
-        limit = torch.where(margin > 0, limit, torch.full_like(limit, torch.inf))
+        limit = explosion_limit(self._lower[i], margin, factor)
         self._limit[i] = limit.to(device=self.device, dtype=self._limit.dtype)
 
     def apply(self, weights: Tensor | Sequence[Sequence[float]] | np.ndarray) -> StackedStepResult:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
-from mtl_backends.weightings.base import LossWeighting, StepContext
+from mtl_backends.weightings._learned import LearnedPerTask
+from mtl_backends.weightings.base import StepContext
 
 
-class IMTLL(LossWeighting):
+class IMTLL(LearnedPerTask):
     """Impartial MTL, loss part: learnable scales ``e^{s_t}`` balance the scaled losses.
 
     Paper: Liu, Li, Kuang, Xue, Chen, Yang, Liao, Zhang, "Towards Impartial Multi-task Learning",
@@ -30,17 +29,9 @@ class IMTLL(LossWeighting):
 
     transform = "identity"
 
-    def __init__(self) -> None:
-        self.log_scales = nn.Parameter(torch.zeros(0))
+    parameter_name = "log_scales"
 
-    def reset(self, n_tasks: int, generator: torch.Generator | None = None) -> None:
-        """``s = 0`` for ``n_tasks`` tasks (a new parameter: build the optimizer after this)."""
-        super().reset(n_tasks, generator)
-        self.log_scales = nn.Parameter(torch.zeros(n_tasks))
-
-    def parameters(self) -> list[nn.Parameter]:
-        """The log-scales ``s``."""
-        return [self.log_scales]
+    log_scales: nn.Parameter
 
     def __call__(self, context: StepContext) -> Tensor:
         """``e^{s}`` (detached)."""
@@ -50,15 +41,6 @@ class IMTLL(LossWeighting):
         """``Σ_t (e^{s_t} L_t.detach() − s_t)``: gradients for ``s`` only."""
         s = self.log_scales
         return (torch.exp(s) * losses.detach().to(s) - s).sum()
-
-    def state_dict(self) -> dict[str, Any]:
-        """``s``."""
-        return {"log_scales": self.log_scales.detach().clone()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore ``s`` in place."""
-        with torch.no_grad():
-            self.log_scales.copy_(state["log_scales"])
 
 
 __all__ = ["IMTLL"]

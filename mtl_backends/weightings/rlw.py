@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mtl_backends.rng import method_generator
 from mtl_backends.weightings.base import LossWeighting, StepContext
 
 RLW_DISTRIBUTIONS: tuple[str, ...] = ("normal", "dirichlet")
@@ -40,16 +41,9 @@ class RLW(LossWeighting):
             )
         self.distribution = distribution
 
-    def _generator(self) -> torch.Generator:
-        gen = getattr(self, "generator", None)
-        if gen is None:
-            gen = torch.Generator().manual_seed(0)
-            self.generator = gen
-        return gen
-
     def __call__(self, context: StepContext) -> Tensor:
         """One random draw on the simplex."""
-        gen = self._generator()
+        gen = method_generator(self)
         if self.distribution == "normal":
             z = torch.randn(context.n_tasks, generator=gen, dtype=torch.float64)
             w = torch.softmax(z, dim=0)

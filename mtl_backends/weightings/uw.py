@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
-from mtl_backends.weightings.base import LossWeighting, StepContext
+from mtl_backends.weightings._learned import LearnedPerTask
+from mtl_backends.weightings.base import StepContext
 
 
-class UW(LossWeighting):
+class UW(LearnedPerTask):
     """Uncertainty weighting: each task's loss divided by a learned (homoscedastic) variance.
 
     Paper: Kendall, Gal, Cipolla, "Multi-Task Learning Using Uncertainty to Weigh Losses for Scene
@@ -33,17 +32,9 @@ class UW(LossWeighting):
 
     transform = "identity"
 
-    def __init__(self) -> None:
-        self.log_vars = nn.Parameter(torch.zeros(0))
+    parameter_name = "log_vars"
 
-    def reset(self, n_tasks: int, generator: torch.Generator | None = None) -> None:
-        """``s = 0`` for ``n_tasks`` tasks (a new parameter: build the optimizer after this)."""
-        super().reset(n_tasks, generator)
-        self.log_vars = nn.Parameter(torch.zeros(n_tasks))
-
-    def parameters(self) -> list[nn.Parameter]:
-        """The log-variances ``s``."""
-        return [self.log_vars]
+    log_vars: nn.Parameter
 
     def __call__(self, context: StepContext) -> Tensor:
         """``½ e^{-s}`` (detached)."""
@@ -53,15 +44,6 @@ class UW(LossWeighting):
         """``Σ_t ½ (e^{-s_t} L_t.detach() + s_t)``: gradients for ``s`` only."""
         s = self.log_vars
         return (0.5 * (torch.exp(-s) * losses.detach().to(s) + s)).sum()
-
-    def state_dict(self) -> dict[str, Any]:
-        """``s``."""
-        return {"log_vars": self.log_vars.detach().clone()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore ``s`` in place (the optimizer keeps referring to the same parameter)."""
-        with torch.no_grad():
-            self.log_vars.copy_(state["log_vars"])
 
 
 __all__ = ["UW"]

@@ -7,7 +7,6 @@ re-parented to PID 1, after their parent was killed.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.agents.experiments.test_orphans import _alive, _children, _wait_for
+from tests._processes import children, kill_parent_and_expect_gone, kill_strays
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,16 +58,9 @@ def test_env_workers_exit_when_their_parent_is_killed() -> None:
         assert parent.stdout.readline().strip() == "ready"
         # The forkserver is the parent's child; the env workers are the forkserver's children.
         time.sleep(2.0)  # the workers are inside their step now
-        servers = _children(parent.pid)
-        workers = {pid: cmd for s in servers for pid, cmd in _children(s).items()}
+        servers = children(parent.pid)
+        workers = {pid: cmd for s in servers for pid, cmd in children(s).items()}
         assert len(workers) >= 2, (servers, workers)
-        parent.send_signal(signal.SIGKILL)
-        parent.wait(timeout=30)
-        gone = _wait_for(lambda: not any(_alive(p) for p in workers), timeout=30)
-        assert gone, {p: workers[p] for p in workers if _alive(p)}
+        kill_parent_and_expect_gone(parent, workers)
     finally:
-        if parent.poll() is None:
-            parent.kill()
-        for pid in workers:  # never leave a stray process behind, even when the test fails
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        kill_strays(parent, workers)
