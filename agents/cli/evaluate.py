@@ -36,6 +36,20 @@ def register(subparsers: Any) -> None:
         help="draw each instance's benchmark arguments with the benchmark's variation sampler "
         "(new task scales, noise, label fractions) or not (default: as the policy was trained)",
     )
+    p.add_argument(
+        "--agent-seed",
+        action="append",
+        default=[],
+        metavar="RUN_OR_POLICY",
+        help="another agent seed of the same design, trained for the same env (repeatable): its "
+        "policy joins the runs, and the table adds IQM / mean with stratified-bootstrap intervals "
+        "and the probability of improvement over --reference across (agent seed x instance)",
+    )
+    p.add_argument(
+        "--reference",
+        default="igbv1",
+        help="baseline of the probability of improvement (default igbv1)",
+    )
     p.set_defaults(func=main)
 
 
@@ -60,6 +74,8 @@ def main(args: argparse.Namespace) -> int:
         best=args.best,
         variation=args.variation,
         progress_bar=not args.no_progress,
+        agent_seeds=args.agent_seed,
+        reference=args.reference,
     )
     print(results["table"])
     out = args.out or str(Path(args.target) / "evaluation.json")

@@ -13,6 +13,13 @@ are given):
    instances, and paired differences against IGBv1 and SI under the same balancer (mean, std,
    wins, 95% t-interval).
 
+With other agent seeds of the same design (``agent_seeds``: their run or policy folders), every
+seed's policy runs in the plain MTL runs as ``learned policy s0`` (``target``), ``s1``, ...; the
+table adds the summary over agent seeds of ``agents.experiments.rliable_summary`` (IQM and mean of
+Δm with stratified-bootstrap intervals, the strata being the instances and the runs within each
+the agent seeds; the probability of a lower Δm than the reference, IGBv1 by default). The env
+rollouts are those of ``target``.
+
 A run folder is evaluated through its exported policy (``RUN/policy``, exported first when missing
 or older than ``RUN/model.zip``; ``best=True`` uses ``RUN/best_model.zip`` and ``RUN/policy-best``).
 """
@@ -31,8 +38,16 @@ import torch
 from agents.config import load_agent_config
 from agents.experiments.backends import LocalBackend
 from agents.experiments.cells import load_records
-from agents.experiments.config import BenchmarkEntry, ExperimentConfig, MethodEntry, PlotConfig
+from agents.experiments.config import (
+    BenchmarkEntry,
+    ExperimentConfig,
+    MethodEntry,
+    PlotConfig,
+    method_label,
+)
 from agents.experiments.grid import plan_grid
+from agents.experiments.rliable_summary import summarise, summary_dicts, summary_notes
+from agents.experiments.rliable_summary import summary_table as seeds_table
 from agents.experiments.rows import Row, benchmark_rows
 from agents.experiments.runner import compare
 from agents.experiments.stats import mean_std, paired
@@ -47,6 +62,8 @@ from mtl_backends.progress import Progress
 
 BASELINES: tuple[str, ...] = ("ew", "si", "igbv1")
 PAIRED_AGAINST: tuple[tuple[str, str], ...] = (("igbv1", "IGBv1"), ("si", "SI"))
+#: Label of the learned policy's rows (with agent seeds: ``learned policy s<i>``).
+POLICY_LABEL = "learned policy"
 
 
 def resolve_policy(target: str | Path, best: bool = False) -> tuple[Path, dict[str, Any]]:
@@ -105,12 +122,14 @@ def evaluation_experiment(
     instances: Sequence[int],
     balancers: Sequence[str] = (),
     stl_cache: str | None = None,
+    agent_seeds: Sequence[str | Path] = (),
 ) -> ExperimentConfig:
     """The plain MTL runs of ``igb evaluate`` as an experiment.
 
     The env's benchmark with every instance seeding it as the env does (and its variation when the
     env draws one), the env's training settings, EW / SI / IGBv1 / the policy under the env's
-    balancer and every extra one.
+    balancer and every extra one. With ``agent_seeds`` (policy folders of other agent seeds of the
+    same design) the policies are ``learned policy s0`` (``policy``), ``s1``, ... .
     """
     env = load_env_config(dict(env_config))
     names = [env.balancer.name, *[b for b in dict.fromkeys(balancers) if b != env.balancer.name]]
@@ -126,7 +145,7 @@ def evaluation_experiment(
         ),
         weightings=(
             *[MethodEntry(w) for w in BASELINES],
-            MethodEntry("policy", {"path": str(policy)}),
+            *_policy_entries([policy, *agent_seeds]),
         ),
         balancers=tuple(
             MethodEntry(b, dict(env.balancer.kwargs) if b == env.balancer.name else {})
@@ -136,6 +155,17 @@ def evaluation_experiment(
         stl_cache=stl_cache,
         plots=PlotConfig(delta_m_bars=False, trajectory_points=0),
     )
+
+
+def _policy_entries(policies: Sequence[str | Path]) -> list[MethodEntry]:
+    """One ``policy`` entry per agent seed: ``learned policy``, or ``learned policy s<i>``."""
+    if len(policies) == 1:
+        # No label: the entry's display name is the policy weighting's own label.
+        return [MethodEntry("policy", {"path": str(policies[0])})]
+    return [
+        MethodEntry("policy", {"path": str(p)}, label=f"{POLICY_LABEL} s{i}")
+        for i, p in enumerate(policies)
+    ]
 
 
 def _rollout_job(env_config: dict[str, Any], policy: str | None, seed: int) -> float:
@@ -193,6 +223,8 @@ def evaluate(
     best: bool = False,
     variation: bool | None = None,
     progress_bar: bool = True,
+    agent_seeds: Sequence[str | Path] = (),
+    reference: str = PAIRED_AGAINST[0][0],
 ) -> dict[str, Any]:
     """Evaluate a run's policy (or an exported policy) on held-out instances; write JSON.
 
@@ -209,19 +241,43 @@ def evaluate(
             ``sample_variation`` (``True``: e.g. new task scales, noise floors and label fractions
             for ``synthetic``), or not (``False``); ``None``: as the policy's env was configured.
         progress_bar: Show progress bars (stderr) over the rollouts, STL references and runs.
+        agent_seeds: Run or policy folders of other agent seeds of ``target``'s design (trained
+            for the same env): their policies join the plain MTL runs, and the table adds the
+            summary over agent seeds.
+        reference: Baseline (one of ``BASELINES``) of the summary's probability of improvement.
 
     Returns:
         The results (also written as JSON): ``rollouts``, ``summary`` (one entry per table row),
-        ``table``, and ``instance_specs`` (the benchmark arguments of every instance).
+        ``table``, and ``instance_specs`` (the benchmark arguments of every instance); with
+        ``agent_seeds`` also ``agent_seeds`` (the folders, ``target`` first) and
+        ``agent_seed_summary`` (``rliable_summary.RunsSummary.to_dict`` by row).
+
+    Raises:
+        ValueError: ``reference`` is not a baseline, or an agent seed's policy was trained for
+            another env than ``target``'s.
     """
+    if reference not in BASELINES:
+        raise ValueError(
+            f"reference {reference!r} is not a baseline of igb evaluate; choose one of "
+            f"{', '.join(BASELINES)}"
+        )
     policy, env_config = resolve_policy(target, best=best)
+    others = [resolve_policy(t, best=best) for t in agent_seeds]
+    for t, (_, other_env) in zip(agent_seeds, others, strict=True):
+        if other_env != env_config:
+            raise ValueError(
+                f"agent seed {str(t)!r} was trained for another env than {str(target)!r}; the "
+                "agent seeds of one evaluation must share the env config (only the seed differs)"
+            )
     if variation is not None:
         env_config = {**env_config, "variation": bool(variation)}
     seeds = held_out_instances(env_config, instances)
     loaded = load_env_config(dict(env_config))
     cache = BenchmarkCache(loaded.benchmark, variation=loaded.variation)
     specs = {s: cache.kwargs_for(s) for s in seeds}
-    experiment = evaluation_experiment(env_config, policy, seeds, balancers, stl_cache)
+    experiment = evaluation_experiment(
+        env_config, policy, seeds, balancers, stl_cache, agent_seeds=[p for p, _ in others]
+    )
     path = Path(out) if out is not None else Path(target) / "evaluation.json"
     grid_dir = path.with_suffix("")
     start = time.perf_counter()
@@ -242,6 +298,10 @@ def evaluate(
         "cells": str(grid_dir),
         "wall_time_s": time.perf_counter() - start,
     }
+    if agent_seeds:
+        results["agent_seeds"] = [str(t) for t in (target, *agent_seeds)]
+        results["reference"] = reference
+        results["agent_seed_summary"] = summary_dicts(summarise(rows, reference, by_run_seed=True))
     results["table"] = format_table(results, rows)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2))
@@ -250,7 +310,11 @@ def evaluate(
 
 
 def format_table(results: Mapping[str, Any], rows: Sequence[Row]) -> str:
-    """Markdown: env-rollout returns, then Δm of the plain MTL runs (``summary_table``)."""
+    """Markdown: env rollouts, Δm of the plain MTL runs and the summary over agent seeds.
+
+    The plain MTL runs are ``summary_table``'s; the summary over agent seeds
+    (``rliable_summary``) is added when ``results`` names several (``agent_seeds``).
+    """
     n = len(results["instances"])
     ro = results["rollouts"]
     lines = [
@@ -271,6 +335,19 @@ def format_table(results: Mapping[str, Any], rows: Sequence[Row]) -> str:
         "",
         summary_table(rows, PAIRED_AGAINST, loss_header=None, intervals=True),
     ]
+    if results.get("agent_seeds"):
+        reference = str(results.get("reference", PAIRED_AGAINST[0][0]))
+        title = method_label(reference)
+        # The summary is recomputed from the rows: the same seed gives the numbers of the JSON.
+        summaries = summarise(rows, reference, by_run_seed=True)
+        lines += [
+            "",
+            f"Over {len(results['agent_seeds'])} agent seeds × {n} instances",
+            "",
+            summary_notes(title, by_run_seed=True),
+            "",
+            *seeds_table(summaries, title),
+        ]
     return "\n".join(lines)
 
 

@@ -2,7 +2,9 @@
 
 Everything here is recomputed from the cell records, so a resumed comparison reports exactly what
 a single uninterrupted one would. Δm (lower is better) and Δp (higher is better) are reported side
-by side, never combined (``mtl_backends.metrics``). ``igb compare`` writes the full report;
+by side, never combined (``mtl_backends.metrics``). Below each table, the RL community's summary
+over runs and agent seeds (IQM, mean, probability of improvement over the baseline:
+``agents.experiments.rliable_summary``). ``igb compare`` writes the full report;
 ``igb quickstart`` and ``igb evaluate`` print the compact ``agents.experiments.summary`` table of
 the same rows.
 """
@@ -19,6 +21,7 @@ from typing import Any
 from agents.experiments.config import BenchmarkEntry, ExperimentConfig
 from agents.experiments.grid import Cell, GridPlan
 from agents.experiments.plots import write_plots
+from agents.experiments.rliable_summary import summarise, summary_notes, summary_table
 from agents.experiments.rows import (
     Row,
     baseline_row,
@@ -122,6 +125,23 @@ def _table(
         cells.append("–" if not (math.isfinite(cpu) and ew_cpu > 0) else f"{cpu / ew_cpu:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     return lines, [s["name"] for s in specs]
+
+
+def _runs_section(
+    config: ExperimentConfig, bench: BenchmarkEntry, rows: Sequence[Row]
+) -> list[str]:
+    """Markdown lines of the table's summary over runs and agent seeds (none without runs)."""
+    summaries = summarise(rows, config.baseline, by_run_seed=bench.instances)
+    if not any(s.runs for s in summaries):
+        return []
+    return [
+        "### Over runs and agent seeds",
+        "",
+        summary_notes(config.baseline_label, by_run_seed=bench.instances),
+        "",
+        *summary_table(summaries, config.baseline_label),
+        "",
+    ]
 
 
 def _ci_cell(row: Row, base: Row | None, key: str) -> str:
@@ -269,6 +289,7 @@ def write_markdown(
         ]
         table, _ = _table(config, bench, rows)
         lines += [*table, ""]
+        lines += _runs_section(config, bench, rows)
         pngs = sorted(path.parent.glob(f"*_{slug(bench.display)}.png"))
         for png in pngs:
             lines.append(f"![{png.stem}]({png.name})")

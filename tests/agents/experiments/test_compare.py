@@ -78,9 +78,10 @@ def test_smoke_end_to_end_writes_table_csv_and_plots(smoke: tuple[Path, Path, in
     for kind in ("delta_m", "weights", "gaps"):
         assert (out / f"{kind}_synthetic-tiny.png").is_file(), kind
     assert (out / "delta_m_synthetic-tiny-T2.png").is_file()
+    assert (out / "performance_profile_synthetic-tiny.png").is_file()
     assert {p.name for p in out.glob("*.png")} <= {
         f"{k}_{b}.png"
-        for k in ("delta_m", "weights", "gaps")
+        for k in ("delta_m", "weights", "gaps", "performance_profile")
         for b in ("synthetic-tiny", "synthetic-tiny-T2")
     }
     rows = list(csv.DictReader((out / "results.csv").open()))

@@ -181,6 +181,6 @@ def test_write_report_writes_csv_markdown_and_plots(tmp_path: Path) -> None:
     paths = report.write_report(config, plan, records, tmp_path, _records.PROVENANCE)
     names = [p.name for p in paths]
     assert names[:2] == [report.CSV_NAME, report.MD_NAME]
-    assert "delta_m_syn.png" in names
+    assert "delta_m_syn.png" in names and "performance_profile_syn.png" in names
     assert all(p.is_file() for p in paths)
     assert "![delta_m_syn](delta_m_syn.png)" in (tmp_path / report.MD_NAME).read_text()
