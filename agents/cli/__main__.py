@@ -4,4 +4,5 @@ import sys
 
 from agents.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # importing the module (docs tools, test collection) runs nothing
+    sys.exit(main())
