@@ -10,6 +10,7 @@ from mtl_backends.benchmarks.instances import instance_kwargs, instance_seeded
 from mtl_backends.benchmarks.multi_digits import MultiDigits
 from mtl_backends.benchmarks.nyuv2 import NYUv2
 from mtl_backends.benchmarks.qm9 import QM9
+from mtl_backends.benchmarks.qm9_graph import QM9Graph
 from mtl_backends.benchmarks.streamed import StreamedBenchmark, StreamedView
 from mtl_backends.benchmarks.synthetic import Synthetic
 from mtl_backends.benchmarks.toy import Toy
@@ -20,6 +21,7 @@ BENCHMARKS: dict[str, type[Benchmark]] = {
     "multi_digits": MultiDigits,
     "nyuv2": NYUv2,
     "qm9": QM9,
+    "qm9_graph": QM9Graph,
     "synthetic": Synthetic,
     "toy": Toy,
 }

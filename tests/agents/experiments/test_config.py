@@ -148,7 +148,7 @@ def test_to_dict_round_trips() -> None:
          "gradvac, imgrad, imtl_g, mgda, nash_mtl, pcgrad, sum, torchjd_cagrad, torchjd_mgda, "
          "torchjd_pcgrad, upgrad"),
         ({"benchmarks": ["nope"]}, "experiment.benchmarks[0]: unknown benchmark 'nope'; "
-         "valid choices: cityscapes, multi_digits, nyuv2, qm9, synthetic, toy"),
+         "valid choices: cityscapes, multi_digits, nyuv2, qm9, qm9_graph, synthetic, toy"),
         ({"balancers": [{"name": "db_mtl", "betta": 0.5}]}, "gradient balancer 'db_mtl' got "
          "unknown argument(s) 'betta'; valid arguments: "),
         ({"benchmarks": [{"name": "synthetic", "n_task": 2}]}, "benchmark 'synthetic' got "

@@ -24,7 +24,8 @@ def test_config_loads_into_run_config(name: str) -> None:
     assert set(config.benchmark.kwargs) <= set(valid_arguments(BENCHMARKS[name]))
     assert config.balancer.name == "sum"
     # Training rows from the config (or the constructor default), without building the data.
-    rows_arg = {"synthetic": "n_train", "toy": "n_rows", "multi_digits": "n_train", "qm9": "subset"}
+    rows_arg = {"synthetic": "n_train", "toy": "n_rows", "multi_digits": "n_train", "qm9": "subset",
+                "qm9_graph": "subset"}  # fmt: skip
     folder_rows = {"nyuv2": 795, "cityscapes": 2975}  # the published folders' training images
     if name in folder_rows:
         n_rows = folder_rows[name]
@@ -32,7 +33,7 @@ def test_config_loads_into_run_config(name: str) -> None:
         key = rows_arg[name]
         default = inspect.signature(BENCHMARKS[name]).parameters[key].default
         n_rows = int(config.benchmark.kwargs.get(key, default))
-    if name == "qm9":
+    if name in ("qm9", "qm9_graph"):
         n_rows -= 2 * (n_rows // 10)  # val and test are subset // 10 each
     steps_per_epoch = n_rows // config.train.batch_size
     # Enough epochs for the gap tracker's second-epoch base window and IGB's schedules.
