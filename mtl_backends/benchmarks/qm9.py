@@ -40,7 +40,44 @@ from mtl_backends.benchmarks.qm9_descriptors import load_features
 from mtl_backends.models.hps import HardParameterSharing, mlp
 
 
-class QM9(Benchmark):
+class QM9Targets(Benchmark):
+    """The 11 QM9 targets, standardised by the training split: what ``QM9`` and ``QM9Graph`` share.
+
+    Subclasses set ``target_mean`` / ``target_std`` (training-split statistics, usual units),
+    ``metric_specs`` (one ``<name>_mae`` per target) and ``_kwargs`` (the arguments that rebuild
+    the benchmark). Loss: per-target MSE on the standardised targets (Nash-MTL's training loss);
+    metrics: per-target MAE in the usual units (meV for the energies), lower is better.
+    """
+
+    target_mean: Tensor
+    target_std: Tensor
+    _kwargs: dict[str, Any]
+
+    def original_targets(self, name: str) -> Tensor:
+        """Targets of split ``name`` in the usual units ``[N, 11]`` (float64)."""
+        return self.split(name).targets.double() * self.target_std + self.target_mean
+
+    def losses(self, outputs: list[Tensor], targets: Tensor) -> Tensor:
+        """Per-target MSE on standardised targets ``[11]``."""
+        return torch.stack(
+            [F.mse_loss(out.squeeze(1), targets[:, t]) for t, out in enumerate(outputs)]
+        )
+
+    def metrics(self, outputs: list[Tensor], targets: Tensor) -> dict[str, float]:
+        """Per-target MAE in the usual units (meV for the energies)."""
+        std = self.target_std.to(targets.device)
+        result = {}
+        for t, (target, spec) in enumerate(zip(TARGETS, self.metric_specs, strict=True)):
+            err = (outputs[t].squeeze(1).double() - targets[:, t].double()).abs().mean() * std[t]
+            result[spec.name] = float(err) * target.metric_factor
+        return result
+
+    def config(self) -> dict[str, Any]:
+        """Arguments that rebuild this benchmark (the cache and data folders excluded)."""
+        return dict(self._kwargs)
+
+
+class QM9(QM9Targets):
     """QM9-11: 11 molecular properties regressed from molecular descriptors (data.md §2.7).
 
     Data: the qm9pack wheel's 130,831 molecules, split with ``split_indices`` (10k test, 10k val,
@@ -129,31 +166,8 @@ class QM9(Benchmark):
         self.check_split(name)
         return self._splits[name]
 
-    def original_targets(self, name: str) -> Tensor:
-        """Targets of split ``name`` in original units ``[N, 11]`` (float64)."""
-        return self.split(name).targets.double() * self.target_std + self.target_mean
-
     def build_model(self) -> HardParameterSharing:
         """SiLU MLP ``F -> hidden`` and one linear head ``hidden[-1] -> 1`` per target."""
         encoder = mlp((self.input_dim, *self._hidden), activation=nn.SiLU)
         heads = [nn.Linear(self._hidden[-1], 1) for _ in TARGETS]
         return HardParameterSharing(encoder, heads)
-
-    def losses(self, outputs: list[Tensor], targets: Tensor) -> Tensor:
-        """Per-target MSE on standardised targets ``[11]``."""
-        return torch.stack(
-            [F.mse_loss(out.squeeze(1), targets[:, t]) for t, out in enumerate(outputs)]
-        )
-
-    def metrics(self, outputs: list[Tensor], targets: Tensor) -> dict[str, float]:
-        """Per-target MAE in original units (meV for the energies)."""
-        std = self.target_std.to(targets.device)
-        result = {}
-        for t, (target, spec) in enumerate(zip(TARGETS, self.metric_specs, strict=True)):
-            err = (outputs[t].squeeze(1).double() - targets[:, t].double()).abs().mean() * std[t]
-            result[spec.name] = float(err) * target.metric_factor
-        return result
-
-    def config(self) -> dict[str, Any]:
-        """Arguments that rebuild this benchmark (the cache and data folders excluded)."""
-        return dict(self._kwargs)

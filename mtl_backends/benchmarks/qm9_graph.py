@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from mtl_backends.benchmarks.base import SPLITS, Benchmark, MetricSpec, SplitData
+from mtl_backends.benchmarks.base import SPLITS, MetricSpec, SplitData
+from mtl_backends.benchmarks.qm9 import QM9Targets
 from mtl_backends.benchmarks.qm9_data import (
     N_MOLECULES,
     TARGETS,
@@ -60,7 +60,7 @@ PUBLISHED_SOURCE = (
 )
 
 
-class QM9Graph(Benchmark):
+class QM9Graph(QM9Targets):
     """QM9-11 regressed from molecular graphs by Gilmer et al.'s MPNN, as Nash-MTL and IGB run it.
 
     Papers: Gilmer et al., ICML 2017 (https://arxiv.org/abs/1704.01212), the network; Navon et
@@ -193,28 +193,9 @@ class QM9Graph(Benchmark):
         self.check_split(name)
         return self._splits[name]
 
-    def original_targets(self, name: str) -> Tensor:
-        """Targets of split ``name`` in the usual units ``[N, 11]`` (float64)."""
-        return self.split(name).targets.double() * self.target_std + self.target_mean
-
     def build_model(self) -> HardParameterSharing:
         """``MoleculeGraphs`` then the MPNN (shared), one ``Linear(dim, 1)`` head per target."""
         return mpnn_hps(len(TARGETS), self.model_config, MoleculeGraphs(self.cutoff))
-
-    def losses(self, outputs: list[Tensor], targets: Tensor) -> Tensor:
-        """Per-target MSE on standardised targets ``[11]`` (Nash-MTL's training loss)."""
-        return torch.stack(
-            [F.mse_loss(out.squeeze(1), targets[:, t]) for t, out in enumerate(outputs)]
-        )
-
-    def metrics(self, outputs: list[Tensor], targets: Tensor) -> dict[str, float]:
-        """Per-target MAE in the usual units (meV for the energies), as Nash-MTL reports it."""
-        std = self.target_std.to(targets.device)
-        result = {}
-        for t, (target, spec) in enumerate(zip(TARGETS, self.metric_specs, strict=True)):
-            err = (outputs[t].squeeze(1).double() - targets[:, t].double()).abs().mean() * std[t]
-            result[spec.name] = float(err) * target.metric_factor
-        return result
 
     def published_reference(self) -> Reference:
         """Nash-MTL's single-task MAE as a Δm reference (``MTLTrainer(reference=...)``).
@@ -224,10 +205,6 @@ class QM9Graph(Benchmark):
         these same numbers. Source: ``PUBLISHED_SOURCE``.
         """
         return {"val": dict(PUBLISHED_STL), "test": dict(PUBLISHED_STL)}
-
-    def config(self) -> dict[str, Any]:
-        """Arguments that rebuild this benchmark (the cache and data folders excluded)."""
-        return dict(self._kwargs)
 
 
 def _check_arguments(subset: int | None, cutoff: float | None, implementation: str) -> None:
