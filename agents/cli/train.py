@@ -85,4 +85,4 @@ def print_run(config: Any, result: Any, out: Path, weighting_label: str) -> None
         print(f"  test {name:>16s} = {value:.6g}")
     if result.test.delta_m is not None:
         print(f"  test Δm = {result.test.delta_m:+.3f} %   Δp = {result.test.delta_p:+.3f} %")
-    print(f"  {result.steps_per_second:.0f} steps/s; run folder: {out}")
+    print(f"  {result.steps_per_second:.3g} steps/s; run folder: {out}")

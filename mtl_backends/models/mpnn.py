@@ -24,7 +24,7 @@ values for the same seed), so a state dict of one loads into the other:
   inputs), and the message sum is factorised through the edge network's last layer:
   ``Σ_u h_u Θ(e_uv) = Σ_k a_k(e_uv) (h_u A_k) + h_u B`` with ``a = ReLU(Linear(e))``, so no
   ``dim × dim`` matrix per edge is ever formed. Equal to ``pyg`` to float rounding (tested); a
-  QM9 training step (batch 32, dim 64, one CPU thread) takes 0.55 CPU-seconds instead of 3.4.
+  QM9 training step (batch 32, dim 64, one CPU thread) takes 0.37 CPU-seconds instead of 2.5.
 
 Inputs are ``PaddedGraphs``; the ``pyg`` implementation also takes any PyG ``Batch`` with ``x``,
 ``edge_index``, ``edge_attr`` and ``batch``.
