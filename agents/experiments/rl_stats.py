@@ -247,6 +247,18 @@ def bootstrap(
     return point, low, high
 
 
+def _interval(
+    statistic: Callable[..., np.ndarray],
+    *samples: Strata,
+    reps: int,
+    level: float,
+    seed: int | np.random.SeedSequence,
+) -> Interval:
+    """``bootstrap`` of a scalar statistic, as an ``Interval``."""
+    point, low, high = bootstrap(statistic, *samples, reps=reps, level=level, seed=seed)
+    return Interval(float(point), float(low), float(high))
+
+
 def iqm_interval(
     strata: Strata,
     *,
@@ -255,8 +267,7 @@ def iqm_interval(
     seed: int | np.random.SeedSequence = 0,
 ) -> Interval:
     """IQM and its stratified-bootstrap percentile interval (arguments as ``bootstrap``)."""
-    point, low, high = bootstrap(iqm_batch, strata, reps=reps, level=level, seed=seed)
-    return Interval(float(point), float(low), float(high))
+    return _interval(iqm_batch, strata, reps=reps, level=level, seed=seed)
 
 
 def mean_interval(
@@ -267,8 +278,7 @@ def mean_interval(
     seed: int | np.random.SeedSequence = 0,
 ) -> Interval:
     """Stratified mean and its stratified-bootstrap percentile interval (as ``bootstrap``)."""
-    point, low, high = bootstrap(mean_batch, strata, reps=reps, level=level, seed=seed)
-    return Interval(float(point), float(low), float(high))
+    return _interval(mean_batch, strata, reps=reps, level=level, seed=seed)
 
 
 def improvement_interval(
@@ -295,8 +305,7 @@ def improvement_interval(
     def statistic(bx: list[np.ndarray], by: list[np.ndarray]) -> np.ndarray:
         return improvement_batch(bx, by, higher_is_better=higher_is_better)
 
-    point, low, high = bootstrap(statistic, xs, ys, reps=reps, level=level, seed=seed)
-    return Interval(float(point), float(low), float(high))
+    return _interval(statistic, xs, ys, reps=reps, level=level, seed=seed)
 
 
 def profile_interval(

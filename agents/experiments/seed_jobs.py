@@ -499,15 +499,26 @@ def _open_backend(
 
 
 def _run(
-    out: Path,
     config: AgentConfig,
     seeds: Sequence[int],
-    owned: Backend | None,
+    prepare: Callable[[], Path],
+    backend: str,
+    workers: int | None,
+    ray_address: str | None,
     runner: Backend | None,
     progress_bar: bool,
     log: Callable[[str], None],
 ) -> SeedsSummary:
-    """Skip the finished seeds and run the others on ``runner``, ``owned`` or in this process."""
+    """Open the backend, prepare the folder, skip the finished seeds and run the others.
+
+    The backend is built before ``prepare`` writes anything, so that an unknown backend or a
+    missing extra fails first; the seeds run on ``runner``, on the backend of this call, or in
+    this process (one local worker).
+    """
+    if workers is None:
+        workers = default_workers(config, len(seeds))
+    owned = _open_backend(backend, workers, ray_address, runner)
+    out = prepare()
     start = time.perf_counter()
     results: dict[int, SeedResult] = {}
     tasks: list[SeedTask] = []
@@ -590,11 +601,17 @@ def train_seeds(
     """
     seeds = check_seeds(seeds)
     check_hyperparameters(config)
-    if workers is None:
-        workers = default_workers(config, len(seeds))
-    owned = _open_backend(backend, workers, ray_address, runner)
-    out = prepare_folder(out_dir, config, seeds)
-    return _run(out, config, seeds, owned, runner, progress_bar, log)
+    return _run(
+        config,
+        seeds,
+        lambda: prepare_folder(out_dir, config, seeds),
+        backend,
+        workers,
+        ray_address,
+        runner,
+        progress_bar,
+        log,
+    )
 
 
 def resume_seeds(
@@ -616,11 +633,17 @@ def resume_seeds(
         FileFormatError: Its manifest is damaged.
     """
     config, seeds = read_manifest(out_dir)
-    if workers is None:
-        workers = default_workers(config, len(seeds))
-    owned = _open_backend(backend, workers, ray_address, runner)
-    out = check_writable_dir(out_dir, "the multi-seed folder")
-    return _run(out, config, seeds, owned, runner, progress_bar, log)
+    return _run(
+        config,
+        seeds,
+        lambda: check_writable_dir(out_dir, "the multi-seed folder"),
+        backend,
+        workers,
+        ray_address,
+        runner,
+        progress_bar,
+        log,
+    )
 
 
 __all__ = [

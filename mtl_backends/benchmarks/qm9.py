@@ -53,6 +53,15 @@ class QM9Targets(Benchmark):
     target_std: Tensor
     _kwargs: dict[str, Any]
 
+    def _set_targets(self, name: str) -> None:
+        """Set the benchmark's name and its 11 tasks: names, MAE metrics, lower bounds 0."""
+        self.name = name
+        self.task_names = tuple(t.name for t in TARGETS)
+        self.metric_specs = tuple(
+            MetricSpec(f"{t.name}_mae", i, higher_is_better=False) for i, t in enumerate(TARGETS)
+        )
+        self.lower_bounds = torch.zeros(len(TARGETS))
+
     def original_targets(self, name: str) -> Tensor:
         """Targets of split ``name`` in the usual units ``[N, 11]`` (float64)."""
         return self.split(name).targets.double() * self.target_std + self.target_mean
@@ -117,12 +126,7 @@ class QM9(QM9Targets):
         cache_dir: str | None = None,
         data_dir: str | None = None,
     ) -> None:
-        self.name = "qm9"
-        self.task_names = tuple(t.name for t in TARGETS)
-        self.metric_specs = tuple(
-            MetricSpec(f"{t.name}_mae", i, higher_is_better=False) for i, t in enumerate(TARGETS)
-        )
-        self.lower_bounds = torch.zeros(len(TARGETS))
+        self._set_targets("qm9")
         self._hidden = tuple(int(h) for h in hidden)
         self._kwargs: dict[str, Any] = {
             "seed": int(seed),

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mtl_backends.benchmarks.base import SPLITS, MetricSpec, SplitData
+from mtl_backends.benchmarks.base import SPLITS, SplitData
 from mtl_backends.benchmarks.qm9 import QM9Targets
 from mtl_backends.benchmarks.qm9_data import (
     N_MOLECULES,
@@ -134,12 +134,7 @@ class QM9Graph(QM9Targets):
         cache_dir: str | None = None,
         data_dir: str | None = None,
     ) -> None:
-        self.name = "qm9_graph"
-        self.task_names = tuple(t.name for t in TARGETS)
-        self.metric_specs = tuple(
-            MetricSpec(f"{t.name}_mae", i, higher_is_better=False) for i, t in enumerate(TARGETS)
-        )
-        self.lower_bounds = torch.zeros(len(TARGETS))
+        self._set_targets("qm9_graph")
         _check_arguments(subset, cutoff, implementation)
         self.model_config = MPNNConfig(
             node_dim=N_ATOM_FEATURES,

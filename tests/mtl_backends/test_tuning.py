@@ -17,7 +17,7 @@ from mtl_backends.trainer import MTLTrainer
 from mtl_backends.tuning import static_candidates, tune_static_weights
 from mtl_backends.weightings import make_weighting
 from mtl_backends.weightings.tuned_static import TunedStatic
-from tests._tiny import TINY_SYNTHETIC
+from tests._tiny import TINY_SYNTHETIC, write_tune_config
 
 BENCH = MethodSpec("synthetic", {"n_tasks": 3, **TINY_SYNTHETIC})
 TRAIN = TrainConfig(steps=20, batch_size=20, base_window=(4, 8))
@@ -69,13 +69,8 @@ def test_igb_tune_static_writes_a_usable_snippet(
 ) -> None:
     from agents.cli import main
 
-    config = {
-        "benchmark": BENCH.to_dict(),
-        "train": {"steps": 20, "batch_size": 20, "base_window": [4, 8]},
-        "stl_cache": str(tmp_path / "stl"),
-    }
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = write_tune_config(tmp_path)
+    config = yaml.safe_load(path.read_text())
     out = tmp_path / "w.yaml"
     code = main(["tune-static", str(path), "--seeds", "5", "--candidates", "3", "--out", str(out)])
     assert code == 0

@@ -32,7 +32,7 @@ from mtl_backends.tuning import (
     tune_static_weights,
 )
 from mtl_backends.weightings.tuned_static import TunedStatic
-from tests._tiny import TINY_SYNTHETIC
+from tests._tiny import TINY_SYNTHETIC, write_tune_config
 
 # Equal weights are bad here by construction: task 2 is a classification whose labels are pure
 # noise (noise 1000x its scale), so neither STL nor MTL gets above chance on it, yet its
@@ -337,23 +337,12 @@ def test_optuna_is_imported_lazily() -> None:
 # -- the command line --------------------------------------------------------------------------
 
 
-def _config(tmp_path: Path) -> Path:
-    config = {
-        "benchmark": BENCH.to_dict(),
-        "train": {"steps": 20, "batch_size": 20, "base_window": [4, 8]},
-        "stl_cache": str(tmp_path / "stl"),
-    }
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
 def test_igb_tune_static_tpe_writes_a_snippet_and_resumes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from agents.cli import main
 
-    config, out, study = _config(tmp_path), tmp_path / "w.yaml", tmp_path / "s.db"
+    config, out, study = write_tune_config(tmp_path), tmp_path / "w.yaml", tmp_path / "s.db"
     argv = ["tune-static", str(config), "--seeds", "5", "--study", str(study), "--out", str(out)]
     assert main([*argv, "--trials", "3", "--eval-every", "5"]) == 0
     printed = capsys.readouterr().out
@@ -391,7 +380,7 @@ def test_igb_tune_static_refuses_bad_options(
     from agents.cli import main
 
     monkeypatch.chdir(tmp_path)
-    assert main(["tune-static", str(_config(tmp_path)), "--seeds", "5", *extra]) == 2
+    assert main(["tune-static", str(write_tune_config(tmp_path)), "--seeds", "5", *extra]) == 2
     assert re.search(message, capsys.readouterr().err)
     assert not (tmp_path / "stl").exists() and not (tmp_path / "tuned_static.yaml").exists()
 
