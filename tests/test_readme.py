@@ -1,4 +1,9 @@
-"""The README's code examples run as written (blocks marked ``<!-- readme-test: NAME -->``)."""
+"""The code examples of the README and of the own-loop guide run as written.
+
+Blocks are marked ``<!-- readme-test: NAME -->``. The README shows the policy loop; the guide page
+(``docs/site/guide/own-loop.md``) shows it too, with the IGBv1 loop and the ONNX example. A block
+that both show must be the same text, so that the two pages cannot drift apart.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +16,25 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+OWN_LOOP = ROOT / "docs" / "site" / "guide" / "own-loop.md"
+PATTERN = re.compile(r"<!-- readme-test: ([\w-]+) -->\n```python\n(.*?)```", re.S)
+
+
+def _page_blocks(page: Path) -> dict[str, str]:
+    return {name: code for name, code in PATTERN.findall(page.read_text())}
 
 
 def _blocks() -> dict[str, str]:
-    text = README.read_text()
-    pattern = re.compile(r"<!-- readme-test: ([\w-]+) -->\n```python\n(.*?)```", re.S)
-    return {name: code for name, code in pattern.findall(text)}
+    """Every tested block, by name, from the README and the own-loop guide."""
+    return {**_page_blocks(OWN_LOOP), **_page_blocks(README)}
 
 
-def test_readme_has_the_examples() -> None:
-    assert {"igbv1-loop", "policy-loop"} <= set(_blocks())
+def test_pages_have_the_examples_and_agree() -> None:
+    readme, guide = _page_blocks(README), _page_blocks(OWN_LOOP)
+    assert set(readme) == {"policy-loop"}
+    assert {"igbv1-loop", "policy-loop", "onnx-numpy"} <= set(guide)
+    for name in set(readme) & set(guide):
+        assert readme[name] == guide[name], f"the {name!r} example differs between the pages"
 
 
 def test_igbv1_loop_runs_and_switches_to_igbv1_weights() -> None:

@@ -16,8 +16,9 @@ per-task contributions ``c_t g_t`` (so the loss weights still act after the bala
 IMTL-G, Aligned-MTL, MGDA, CAGrad: weights summing to about 1), so that every balancer of this
 package returns, with unit loss weights, a direction on the scale of the sum of the task gradients
 (``CoefficientBalancer``); it is 1 for methods already on the sum scale (ConFIG, PCGrad, GradVac)
-or whose scale is part of the method (Nash-MTL, FairGrad). The methods table in the README lists
-each factor. TorchJD is imported only when such a balancer is built.
+or whose scale is part of the method (Nash-MTL, FairGrad). The methods page
+(``docs/site/guide/methods.md``) lists each factor. TorchJD is imported only when such a
+balancer is built.
 
 Randomness: TorchJD's PCGrad and GradVac draw their visiting orders from torch's global generator.
 The adapter runs them under a forked global RNG seeded from the balancer's own generator (given to

@@ -7,7 +7,7 @@ batch is dynamic; so is ``obs_dim`` for a set policy (``n_tasks`` null: ``obs_di
 and ``action_dim = T + global actions`` for any T), while an MLP policy has the one ``obs_dim``
 it was trained with. The sidecar (``policy.json``) is stored in the model's metadata under
 ``igb_policy``; turning the action into weights is the action map's formula (the sidecar's
-``action_map``; README, "Policies in ONNX").
+``action_map``; the own-loop guide, ``docs/site/guide/own-loop.md``).
 
 Writing needs the ``onnx`` extra (``pip install "igb-rl[onnx]"``: onnx and onnxruntime);
 ``onnxruntime`` alone runs the file.
