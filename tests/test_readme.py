@@ -8,6 +8,8 @@ that both show must be the same text, so that the two pages cannot drift apart.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +33,7 @@ def _blocks() -> dict[str, str]:
 
 def test_pages_have_the_examples_and_agree() -> None:
     readme, guide = _page_blocks(README), _page_blocks(OWN_LOOP)
-    assert set(readme) == {"policy-loop"}
+    assert set(readme) == {"policy-loop", "make-vec"}
     assert {"igbv1-loop", "policy-loop", "onnx-numpy"} <= set(guide)
     for name in set(readme) & set(guide):
         assert readme[name] == guide[name], f"the {name!r} example differs between the pages"
@@ -79,3 +81,43 @@ def test_onnx_numpy_example_gives_the_pytorch_policy_s_weights(
     expected = action_to_weights(action, "residual", policy.tau, tracker_with_gaps(gaps.tolist()))
     weights = torch.as_tensor(namespace["weights"], dtype=torch.float32)
     torch.testing.assert_close(weights, expected, atol=1e-5, rtol=0)
+
+
+def test_make_vec_example_steps_two_async_envs_through_an_episode() -> None:
+    namespace: dict[str, object] = {}
+    exec(compile(_blocks()["make-vec"], "README:make-vec", "exec"), namespace)
+    obs, reward = np.asarray(namespace["obs"]), np.asarray(namespace["reward"])
+    assert obs.shape[0] == 2 and reward.shape == (2,) and np.isfinite(reward).all()
+    # The smoke preset's episode is 5 decisions: the loop ends exactly at its end.
+    assert np.asarray(namespace["terminated"]).all()
+
+
+def _zoo_example() -> tuple[str, list[str]]:
+    """The README's rl-zoo3 hyperparameter file and command (its argv after ``python``)."""
+    text = README.read_text()
+    hp = re.search(r"<!-- readme-test: zoo-hyperparams -->\n```yaml\n(.*?)```", text, re.S)
+    command = re.search(r"```bash\n(python -m rl_zoo3\.train .*?)```", text, re.S)
+    assert hp is not None and command is not None, "the README's rl-zoo3 example is missing"
+    argv = command.group(1).split("#", 1)[0].replace("\\\n", " ").split()
+    return hp.group(1), argv[1:]
+
+
+@pytest.mark.slow
+def test_rl_zoo3_example_trains_and_saves_a_loadable_agent(tmp_path: Path) -> None:
+    pytest.importorskip("rl_zoo3")
+    from stable_baselines3 import PPO
+
+    from igb_env import IGBEnv
+
+    hyperparams, argv = _zoo_example()
+    (tmp_path / "hp.yml").write_text(hyperparams)
+    done = subprocess.run(
+        [sys.executable, *argv], cwd=tmp_path, capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    model = PPO.load(tmp_path / "logs/ppo/igb_env-IGB-v0_1/igb_env-IGB-v0.zip", device="cpu")
+    assert model.num_timesteps >= 40
+    env = IGBEnv(config={"preset": "smoke"})
+    obs, _ = env.reset(seed=0)
+    action, _ = model.predict(obs, deterministic=True)
+    assert env.action_space.contains(action.astype(env.action_space.dtype))
