@@ -15,11 +15,9 @@ The result is the ``tuned_static`` control of the comparisons.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import math
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtl_backends import studies
 from mtl_backends.benchmarks import make_benchmark
 from mtl_backends.build import build_trainer
 from mtl_backends.config import MethodSpec, TrainConfig, check_seed, key_dict
@@ -50,7 +49,8 @@ STUDY_NAME = "igb-tune-static"
 STUDY_FORMAT = 1
 """Part of a study's recorded settings: bumping it makes older study files refused."""
 
-INSTALL_HINT = 'pip install "igb-rl[tune]"'
+COMMAND = "igb tune-static"
+"""The command named in the study file's messages."""
 
 
 def static_candidates(
@@ -383,14 +383,9 @@ class TPEResult:
 
 def import_optuna() -> Any:
     """The ``optuna`` module, or an ``ImportError`` naming the ``tune`` extra."""
-    try:
-        import optuna
-    except ImportError:
-        raise ImportError(
-            f"the TPE search of tune-static needs optuna; install the extra with: {INSTALL_HINT} "
-            "(or use the grid search: --search grid)"
-        ) from None
-    return optuna
+    return studies.import_optuna(
+        "the TPE search of tune-static", "or use the grid search: --search grid"
+    )
 
 
 def logit_weights(logits: Sequence[float]) -> list[float]:
@@ -428,118 +423,6 @@ def _study_settings(
     # The JSON round trip is what the study file holds (tuples become lists).
     out: dict[str, Any] = json.loads(json.dumps(settings, sort_keys=True, default=str))
     return out
-
-
-def _differences(old: Any, new: Any, where: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new)):
-            name = f"{where}.{key}" if where else str(key)
-            out += _differences(old.get(key), new.get(key), name)
-        return out
-    return [] if old == new else [f"{where or 'settings'}: study {old!r}, now {new!r}"]
-
-
-def _check_study_path(study: str | Path) -> Path:
-    path = Path(study).expanduser()
-    if path.is_dir():
-        raise IsADirectoryError(f"study file {str(path)!r} is a folder; give a file path")
-    if not path.parent.is_dir():
-        # A missing folder is a typo more often than an intent: nothing is created.
-        raise FileNotFoundError(
-            f"the folder of study file {str(path)!r} does not exist ({str(path.parent)!r}); "
-            "create it first or choose another path"
-        )
-    if path.is_file() and path.stat().st_size > 0:
-        with path.open("rb") as handle:
-            header = handle.read(16)
-        if header != b"SQLite format 3\x00":
-            raise ValueError(
-                f"study file {str(path)!r} is not an SQLite database; give the file an earlier "
-                "igb tune-static --study wrote, or a new path"
-            )
-    return path
-
-
-@contextlib.contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
-    """Hold an advisory lock on the study file: one search per study at a time.
-
-    Two processes on one study would each resume the other's running trial as stale.
-    """
-    try:
-        import fcntl
-    except ImportError:  # no advisory locks on this platform (Windows): unguarded
-        yield
-        return
-    with path.open("ab") as handle:  # an empty file is a valid new SQLite database
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise BlockingIOError(
-                f"study file {str(path)!r} is in use by another igb tune-static process; wait "
-                "for it to finish (one search per study file)"
-            ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _open_record(optuna: Any, storage: Any, path: Path, settings: dict[str, Any]) -> Any:
-    """The study of the file at ``path``, made (with ``settings``) or checked against them.
-
-    The file holds finished trials only (``tune_static_tpe`` runs each trial in memory and adds it
-    when it ends), so a search killed mid-trial leaves nothing to clean up.
-    """
-    where = f"study file {str(path)!r}"
-    names = optuna.get_all_study_names(storage)
-    if names and STUDY_NAME not in names:
-        raise ValueError(
-            f"{where} holds other Optuna studies ({', '.join(names)}), not an igb tune-static "
-            "study; give a new path"
-        )
-    study = optuna.create_study(
-        storage=storage, study_name=STUDY_NAME, direction="minimize", load_if_exists=True
-    )
-    recorded = study.user_attrs.get("settings")
-    if recorded is None:
-        if study.trials:
-            raise ValueError(
-                f"{where} holds trials without igb tune-static settings; give a new path"
-            )
-        study.set_user_attr("settings", settings)
-        return study
-    diff = _differences(recorded, settings)
-    if diff:
-        raise ValueError(
-            f"{where} was made with other settings, so its trials do not apply: "
-            f"{'; '.join(diff)}; rerun with the study's settings or give a new --study path"
-        )
-    return study
-
-
-def _finished(optuna: Any, study: Any) -> list[Any]:
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    return list(study.get_trials(deepcopy=False, states=states))
-
-
-def _sampler(optuna: Any, search: TPEConfig, n_finished: int) -> Any:
-    """The TPE sampler of the next trial, seeded by the search seed and the trials so far.
-
-    A fresh sampler per trial makes a trial depend only on the study's history, not on how many
-    processes ran it: a resumed search draws what an uninterrupted one would have.
-    """
-    seed = int(np.random.SeedSequence([search.search_seed, n_finished]).generate_state(1)[0])
-    with warnings.catch_warnings():
-        # multivariate TPE is experimental in optuna 4 (it models the logits jointly).
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(
-            n_startup_trials=search.startup_trials,
-            seed=seed,
-            multivariate=True,
-            constant_liar=False,
-        )
 
 
 def _record(optuna: Any, trial: Any, n_tasks: int, steps: int) -> TrialRecord:
@@ -616,7 +499,7 @@ def tune_static_tpe(
     seeds = _checked_seeds(seeds, "tune_static_tpe")
     balancer = balancer or MethodSpec("sum")
     optuna = import_optuna()
-    path = None if study is None else _check_study_path(study)
+    path = None if study is None else studies.check_study_path(study, COMMAND)
     n_tasks = make_benchmark(benchmark.name, **dict(benchmark.kwargs)).n_tasks
     settings = _study_settings(benchmark, train, seeds, balancer, split, search)
     eval_steps = search.eval_steps(train.steps)
@@ -626,18 +509,11 @@ def tune_static_tpe(
         else optuna.pruners.NopPruner()
     )
     ran = 0
-    with contextlib.ExitStack() as stack:
-        record = None
-        if path is not None:
-            stack.enter_context(_exclusive(path))
-            storage = optuna.storages.RDBStorage(f"sqlite:///{path.resolve()}")
-            # Release the file's connections when done (a resumed search may open it next).
-            stack.callback(storage.engine.dispose)
-            record = _open_record(optuna, storage, path, settings)
+    with studies.study_file(optuna, path, settings, STUDY_NAME, COMMAND, "minimize") as record:
         # Trials run in a study in memory (a trial reads the history a few times per step of
         # Optuna's; an SQLite round trip each is seconds per trial) holding the file's trials.
         work = optuna.create_study(direction="minimize", pruner=pruner)
-        work.add_trials(_finished(optuna, record) if record is not None else [])
+        work.add_trials(studies.finished_trials(optuna, record) if record is not None else [])
         done = len(work.trials)
         if search.include_equal and done == 0:
             work.enqueue_trial({f"logit_{t}": 0.0 for t in range(n_tasks)})
@@ -648,7 +524,9 @@ def tune_static_tpe(
         bar = Progress(remaining, "tune-static", "trial", disable=not progress_bar)
         try:
             for _ in range(remaining):
-                work.sampler = _sampler(optuna, search, done + ran)
+                work.sampler = studies.seeded_tpe_sampler(
+                    optuna, search.search_seed, done + ran, search.startup_trials, True
+                )
                 trial = work.ask()
                 r = search.logit_range
                 logits = [trial.suggest_float(f"logit_{t}", -r, r) for t in range(n_tasks)]
