@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from stable_baselines3.common.callbacks import EvalCallback
+from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor
 
 from agents.checkpoint import (
@@ -125,8 +125,14 @@ def held_out_eval_env(config: AgentConfig) -> tuple[VecEnv, int] | None:
     return VecMonitor(venv), sizes.pop() * len(groups)
 
 
-def eval_callback(config: AgentConfig, out: Path) -> EvalCallback | None:
-    """``EvalCallback`` on the held-out ``test_set`` (``None`` without one or ``eval_every``)."""
+def eval_callback(
+    config: AgentConfig, out: Path, after_eval: BaseCallback | None = None
+) -> EvalCallback | None:
+    """``EvalCallback`` on the held-out ``test_set`` (``None`` without one or ``eval_every``).
+
+    ``after_eval`` runs after every evaluation (its ``parent`` is the ``EvalCallback``; returning
+    ``False`` stops training), as rl-zoo3's trial callbacks do.
+    """
     made = held_out_eval_env(config)
     if made is None:
         return None
@@ -134,6 +140,7 @@ def eval_callback(config: AgentConfig, out: Path) -> EvalCallback | None:
     return EvalCallback(
         eval_env,
         callback_on_new_best=SaveBestCallback(out / "best_model.zip"),
+        callback_after_eval=after_eval,
         # Every held-out instance once per evaluation: the eval env walks the set round-robin.
         n_eval_episodes=episodes,
         # EvalCallback counts calls, one per vectorised step of all training sub-envs.

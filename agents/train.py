@@ -82,6 +82,7 @@ def _learn(
     task_names: list[str] | None,
     progress_bar: bool,
     resumed: Mapping[str, Any] | None = None,
+    after_eval: BaseCallback | None = None,
 ) -> dict[str, Any]:
     """Learn until the timestep cap or the wall budget (from ``resumed`` state when resuming).
 
@@ -100,7 +101,7 @@ def _learn(
     )
     progress.episodes = int(prior.get("episodes", 0))
     callbacks: list[BaseCallback] = [TaskMetricsCallback(task_names, references), budget, progress]
-    evaluation = eval_callback(config, out)
+    evaluation = eval_callback(config, out, after_eval)
     if evaluation is not None:
         best = prior.get("best_mean_reward")
         if best is not None:
@@ -161,6 +162,7 @@ def train_agent(
     out_dir: str | Path,
     progress_bar: bool = True,
     executor: Executor | None = None,
+    after_eval: BaseCallback | None = None,
 ) -> Path:
     """Train an agent and write its run folder.
 
@@ -170,6 +172,9 @@ def train_agent(
         progress_bar: Show progress (a bar on a terminal, plain lines in a log).
         executor: Where to run the EW/IGBv1 reference rollouts (default: a process pool of
             ``n_envs`` workers with ``subproc``, else in-process).
+        after_eval: A callback run after every held-out evaluation (its ``parent`` is SB3's
+            ``EvalCallback``; returning ``False`` stops training): ``igb tune-agent`` reports
+            to Optuna's pruner with it.
 
     Returns:
         The run folder.
@@ -205,7 +210,9 @@ def train_agent(
             else None
         )
         model = build_model(config, venv, tensorboard_log=str(out / "tb"))
-        summary = _learn(config, out, model, venv, references, task_names, progress_bar)
+        summary = _learn(
+            config, out, model, venv, references, task_names, progress_bar, after_eval=after_eval
+        )
     finally:
         torch.set_num_threads(threads)
     (out / "training.json").write_text(json.dumps(summary, indent=2))

@@ -22,7 +22,39 @@ from typing import Any
 
 import numpy as np
 
+from mtl_backends.config import check_seed
+from mtl_backends.registry import ConfigError
+
 INSTALL_HINT = 'pip install "igb-rl[tune]"'
+
+PRUNERS: tuple[str, ...] = ("median", "none")
+"""Pruners of a search: Optuna's ``MedianPruner``, or no pruning."""
+
+
+def check_search_settings(
+    trials: int, search_seed: int, startup_trials: int, pruner: str, prune_startup_trials: int
+) -> None:
+    """Refuse a search's trial budget, seed, startup trials or pruner that cannot work.
+
+    Raises:
+        ConfigError: The first bad setting, named as its field.
+    """
+    if trials < 1:
+        raise ConfigError(f"trials (the trial budget) must be >= 1, got {trials}")
+    check_seed(search_seed, "search_seed")
+    if startup_trials < 1:
+        raise ConfigError(f"startup_trials must be >= 1, got {startup_trials}")
+    if pruner not in PRUNERS:
+        raise ConfigError(f"unknown pruner {pruner!r}; valid choices: {', '.join(PRUNERS)}")
+    if prune_startup_trials < 1:
+        raise ConfigError(f"prune_startup_trials must be >= 1, got {prune_startup_trials}")
+
+
+def make_pruner(optuna: Any, pruner: str, prune_startup_trials: int) -> Any:
+    """Optuna's pruner of a search's ``pruner`` setting."""
+    if pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=prune_startup_trials)
+    return optuna.pruners.NopPruner()
 
 
 def import_optuna(purpose: str = "the TPE search of tune-static", alternative: str = "") -> Any:
@@ -198,11 +230,14 @@ def study_file(
 
 __all__ = [
     "INSTALL_HINT",
+    "PRUNERS",
+    "check_search_settings",
     "check_study_path",
     "differences",
     "exclusive",
     "finished_trials",
     "import_optuna",
+    "make_pruner",
     "open_record",
     "seeded_tpe_sampler",
     "study_file",

@@ -40,7 +40,7 @@ from mtl_backends.weightings.tuned_static import TunedStatic
 DEFAULT_LOGITS: tuple[float, ...] = (-1.0, -0.5, 0.0, 0.5, 1.0)
 """Per-task logit grid of the default candidates ``T · softmax(logits)``."""
 
-PRUNERS: tuple[str, ...] = ("median", "none")
+PRUNERS = studies.PRUNERS
 """Pruners of ``TPEConfig.pruner``: Optuna's ``MedianPruner``, or no pruning."""
 
 STUDY_NAME = "igb-tune-static"
@@ -306,19 +306,15 @@ class TPEConfig:
     include_equal: bool = True
 
     def __post_init__(self) -> None:
-        if self.trials < 1:
-            raise ConfigError(f"trials (the trial budget) must be >= 1, got {self.trials}")
-        check_seed(self.search_seed, "search_seed")
+        studies.check_search_settings(
+            self.trials,
+            self.search_seed,
+            self.startup_trials,
+            self.pruner,
+            self.prune_startup_trials,
+        )
         if not (math.isfinite(self.logit_range) and self.logit_range > 0):
             raise ConfigError(f"logit_range must be a finite number > 0, got {self.logit_range}")
-        if self.startup_trials < 1:
-            raise ConfigError(f"startup_trials must be >= 1, got {self.startup_trials}")
-        if self.pruner not in PRUNERS:
-            raise ConfigError(
-                f"unknown pruner {self.pruner!r}; valid choices: {', '.join(PRUNERS)}"
-            )
-        if self.prune_startup_trials < 1:
-            raise ConfigError(f"prune_startup_trials must be >= 1, got {self.prune_startup_trials}")
         if self.eval_every is not None and self.eval_every < 1:
             raise ConfigError(f"eval_every must be >= 1 step, got {self.eval_every}")
 
@@ -503,11 +499,7 @@ def tune_static_tpe(
     n_tasks = make_benchmark(benchmark.name, **dict(benchmark.kwargs)).n_tasks
     settings = _study_settings(benchmark, train, seeds, balancer, split, search)
     eval_steps = search.eval_steps(train.steps)
-    pruner = (
-        optuna.pruners.MedianPruner(n_startup_trials=search.prune_startup_trials)
-        if search.pruner == "median"
-        else optuna.pruners.NopPruner()
-    )
+    pruner = studies.make_pruner(optuna, search.pruner, search.prune_startup_trials)
     ran = 0
     with studies.study_file(optuna, path, settings, STUDY_NAME, COMMAND, "minimize") as record:
         # Trials run in a study in memory (a trial reads the history a few times per step of

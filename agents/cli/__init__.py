@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agents.cli.online",
     "agents.cli.tune_static",
     "agents.cli.train_agent",
+    "agents.cli.tune_agent",
     "agents.cli.compare",
     "agents.cli.export",
     "agents.cli.quickstart",
