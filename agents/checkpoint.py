@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 from agents.callbacks import save_model_atomic
@@ -311,6 +311,35 @@ class SaveBestCallback(BaseCallback):
         return True
 
 
+def restore_evaluations(evaluation: EvalCallback, up_to: int) -> int:
+    """Give a resumed run's ``EvalCallback`` the evaluations before its checkpoint.
+
+    SB3's ``EvalCallback`` rewrites ``evaluations.npz`` from its own lists at every evaluation, so
+    a new one would drop every evaluation made before the resume. Evaluations after the
+    checkpoint (``timesteps > up_to``, made before a crash) are dropped: the resumed run makes them
+    again.
+
+    Args:
+        evaluation: The resumed run's callback (``log_path`` set).
+        up_to: The checkpoint's timesteps.
+
+    Returns:
+        The evaluations restored.
+    """
+    if evaluation.log_path is None:
+        return 0
+    path = Path(evaluation.log_path + ".npz")
+    if not path.is_file():
+        return 0
+    with np.load(path) as saved:
+        timesteps, results, lengths = saved["timesteps"], saved["results"], saved["ep_lengths"]
+    keep = [i for i, t in enumerate(timesteps) if int(t) <= up_to]
+    evaluation.evaluations_timesteps = [int(timesteps[i]) for i in keep]
+    evaluation.evaluations_results = [results[i].tolist() for i in keep]
+    evaluation.evaluations_length = [lengths[i].tolist() for i in keep]
+    return len(keep)
+
+
 __all__ = [
     "EPISODES_FILE",
     "LEGACY_MODEL",
@@ -324,5 +353,6 @@ __all__ = [
     "load_rng_states",
     "load_state",
     "restore_episode_buffers",
+    "restore_evaluations",
     "save_checkpoint",
 ]

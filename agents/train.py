@@ -56,6 +56,7 @@ from agents.checkpoint import (
     load_rng_states,
     load_state,
     restore_episode_buffers,
+    restore_evaluations,
     save_checkpoint,
 )
 from agents.config import (
@@ -106,6 +107,8 @@ def _learn(
         best = prior.get("best_mean_reward")
         if best is not None:
             evaluation.best_mean_reward = float(best)
+        if resumed is not None:
+            restore_evaluations(evaluation, done)
         callbacks.append(evaluation)
 
     def state() -> dict[str, Any]:

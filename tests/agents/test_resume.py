@@ -147,3 +147,36 @@ def test_a_killed_set_policy_run_resumes_to_its_target(
     model = load_model(run)
     assert isinstance(model.policy, SetActorCriticPolicy) and model.num_timesteps == target
     assert load_state(latest_checkpoint(run))["timesteps"] == target
+
+
+def test_a_resumed_run_keeps_its_earlier_held_out_evaluations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Evaluations every 40 timesteps, a checkpoint at 80, killed after the evaluation at 120.
+    step = TaskMetricsCallback._on_step
+
+    def dies_after_three_rollouts(self: TaskMetricsCallback) -> bool:
+        if self.num_timesteps > 120:
+            raise KilledError
+        return step(self)
+
+    monkeypatch.setattr(TaskMetricsCallback, "_on_step", dies_after_three_rollouts)
+    config = tiny_agent(
+        env={**TINY_ENV, "test_set": [5000, 5001]},
+        eval_every=40,
+        total_timesteps=160,
+        checkpoint_every=80,
+    )
+    run = tmp_path / "run"
+    with pytest.raises(KilledError):
+        train_agent(config, run, progress_bar=False)
+    monkeypatch.undo()
+    with np.load(run / "eval" / "evaluations.npz") as before:
+        assert before["timesteps"].tolist() == [40, 80, 120]
+        results_before = before["results"].copy()
+    resume_agent(run, progress_bar=False)
+    with np.load(run / "eval" / "evaluations.npz") as after:
+        # 40 and 80 kept as they were; 120 (after the checkpoint) made again; 160 added.
+        assert after["timesteps"].tolist() == [40, 80, 120, 160]
+        np.testing.assert_array_equal(after["results"][:2], results_before[:2])
+        assert after["ep_lengths"].shape == after["results"].shape
