@@ -3,7 +3,10 @@
 ``train_and_evaluate`` is the one training loop of a run that ends in test metrics; ``igb train``
 (``run``) and every comparison cell (``agents.experiments``) go through it. Model selection is on
 validation only: ``final`` takes the model after the budget, ``best_val`` the evaluation with the
-best validation Δm (first best on ties); test metrics are never used to choose.
+best validation Δm (first best on ties); test metrics are never used to choose. ``mean_last_10``
+chooses nothing: it reports every metric averaged over the last 10 evaluations, the protocol of
+the NYUv2 / Cityscapes tables of Nash-MTL, FAMO and IGB (the mean of the last 10 epochs' test
+metrics, with an evaluation every epoch).
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ from mtl_backends.registry import ConfigError
 from mtl_backends.stl import stl_reference
 from mtl_backends.trainer import EvalResult, FitHistory, MTLTrainer, StepResult
 
-SELECTIONS: tuple[str, ...] = ("final", "best_val")
+SELECTIONS: tuple[str, ...] = ("final", "best_val", "mean_last_10")
+
+MEAN_LAST = 10
+"""Evaluations averaged by ``mean_last_10``."""
 
 Callback = Callable[[MTLTrainer, StepResult], None]
 
@@ -64,15 +70,16 @@ def train_and_evaluate(
 
     Args:
         trainer: A freshly built trainer.
-        selection: ``final`` or ``best_val``.
-        eval_every: Steps between ``val``/``test`` evaluations of ``best_val`` (``None``: only
-            at the end).
+        selection: ``final``, ``best_val`` or ``mean_last_10`` (``val`` and ``test`` are then
+            the means of the last 10 evaluations, ``step`` the last one's).
+        eval_every: Steps between ``val``/``test`` evaluations (``None``: only at the end).
         callbacks: Called as ``cb(trainer, result)`` after every step.
         progress_bar: Show progress (a bar on a terminal, plain lines in a log).
         record: Keep per-step losses and weights.
 
     Raises:
-        ConfigError: An unknown selection rule, or ``best_val`` without validation references.
+        ConfigError: An unknown selection rule, ``best_val`` without validation references, or
+            ``mean_last_10`` with fewer than 10 evaluations in the budget.
     """
     if selection not in SELECTIONS:
         raise ConfigError(
@@ -83,6 +90,15 @@ def train_and_evaluate(
             "selection 'best_val' chooses by validation Δm, which needs the STL references of the "
             "run (trainer.reference with a 'val' split); use 'final' or attach references"
         )
+    if selection == "mean_last_10":
+        steps = trainer.config.steps
+        planned = len(range(eval_every, steps, eval_every)) + 1 if eval_every else 1
+        if planned < MEAN_LAST:
+            raise ConfigError(
+                f"selection 'mean_last_10' averages the last {MEAN_LAST} evaluations, but "
+                f"eval_every {eval_every} gives {planned} in {steps} steps; set eval_every to at "
+                f"most {steps // MEAN_LAST} (one epoch, as the published tables)"
+            )
     evals: list[tuple[EvalResult, EvalResult]] = []
 
     def periodic(tr: MTLTrainer, result: StepResult) -> None:
@@ -99,10 +115,37 @@ def train_and_evaluate(
         # Selection on validation Δm only (first best on ties); test is never looked at here.
         scores = [v.delta_m if v.delta_m is not None else float("inf") for v, _ in evals]
         chosen = min(range(len(evals)), key=lambda i: (scores[i], i))
+    elif selection == "mean_last_10":
+        last = evals[-MEAN_LAST:]
+        val, test = mean_eval([v for v, _ in last]), mean_eval([t for _, t in last])
+        return RunOutcome(val, test, evals, history, wall)
     else:
         chosen = len(evals) - 1
     val, test = evals[chosen]
     return RunOutcome(val, test, evals, history, wall)
+
+
+def mean_eval(results: Sequence[EvalResult]) -> EvalResult:
+    """The mean of evaluations of one split: metrics, losses, Δm and Δp; the last one's step.
+
+    Δm and Δp are linear in the metrics for a fixed reference, so their means are the Δm and Δp
+    of the mean metrics.
+    """
+    n = len(results)
+    first = results[0]
+
+    def mean(values: Sequence[float | None]) -> float | None:
+        present = [v for v in values if v is not None]
+        return sum(present) / n if len(present) == n else None
+
+    return EvalResult(
+        split=first.split,
+        step=results[-1].step,
+        metrics={k: sum(r.metrics[k] for r in results) / n for k in first.metrics},
+        losses=[sum(r.losses[t] for r in results) / n for t in range(len(first.losses))],
+        delta_m=mean([r.delta_m for r in results]),
+        delta_p=mean([r.delta_p for r in results]),
+    )
 
 
 def build_run_trainer(config: RunConfig, progress_bar: bool = False) -> MTLTrainer:
@@ -174,10 +217,12 @@ def run(
 
 
 __all__ = [
+    "MEAN_LAST",
     "SELECTIONS",
     "RunOutcome",
     "RunResult",
     "build_run_trainer",
+    "mean_eval",
     "run",
     "train_and_evaluate",
 ]

@@ -196,7 +196,7 @@ def _train_cell(task: CellTask) -> dict[str, Any]:
         "val_delta_p": _finite(val.delta_p),
         "reference": task.reference,
         "val_curve": [{"step": v.step, "val_delta_m": _finite(v.delta_m)} for v, _ in outcome.evals]
-        if cell.selection == "best_val"
+        if cell.selection != "final"
         else [],
         # The methods' own counters (solver fallbacks, failures), so none is hidden.
         "diagnostics": {

@@ -22,7 +22,7 @@ from mtl_backends.balancers import GRADIENT_BALANCERS
 from mtl_backends.benchmarks import BENCHMARKS, instance_kwargs
 from mtl_backends.config import MethodSpec, TrainConfig, from_dict, load_yaml, to_dict
 from mtl_backends.registry import ConfigError, valid_arguments
-from mtl_backends.run import SELECTIONS
+from mtl_backends.run import MEAN_LAST, SELECTIONS
 from mtl_backends.weightings import LOSS_WEIGHTINGS
 
 if TYPE_CHECKING:
@@ -49,7 +49,8 @@ class BenchmarkEntry:
         train: Training settings (budget, optimizer, base window) of every cell of this benchmark.
         label: Table title (default: the name; must be unique).
         selection: Model-selection rule of this table (``None``: the experiment's default).
-        eval_every: Validation interval (steps) of ``best_val`` (``None``: the experiment's).
+        eval_every: Evaluation interval (steps) of ``best_val`` and ``mean_last_10`` (``None``:
+            the experiment's).
         instances: Each seed is an *instance* (as in the env): it also seeds the benchmark's data
             (``mtl_backends.benchmarks.instance_kwargs``), so every seed is a different problem.
             ``False``: the benchmark's arguments are fixed and the seed drives the run only.
@@ -175,7 +176,7 @@ class ExperimentConfig:
         selection: Default model-selection rule: ``final`` (the model after the budget) or
             ``best_val`` (test metrics at the evaluation with the best validation Δm; never
             selection on test).
-        eval_every: Validation interval (steps) of ``best_val``.
+        eval_every: Evaluation interval (steps) of ``best_val`` and ``mean_last_10``.
         baseline: Weighting (label or name) of the paired-difference columns.
         stl_cache: Folder of cached STL references (``None``: trained for this run only).
         exclude: Cells not to run (recorded as excluded).
@@ -205,7 +206,7 @@ class ExperimentConfig:
         """The selection rule and validation interval of ``benchmark``'s table."""
         rule = benchmark.selection or self.selection
         every = benchmark.eval_every if benchmark.eval_every is not None else self.eval_every
-        return rule, (every if rule == "best_val" else None)
+        return rule, (every if rule != "final" else None)
 
 
 _BENCHMARK_FIELDS = ("name", "label", "train", "selection", "eval_every", "instances", "variation")
@@ -286,10 +287,16 @@ def validate_experiment(config: ExperimentConfig, where: str = "experiment") -> 
                 f"{where}.benchmarks[{i}]: variation draws a problem per instance; set "
                 "instances: true as well"
             )
-        if rule == "best_val" and (every is None or every < 1):
+        if rule != "final" and (every is None or every < 1):
             raise ConfigError(
-                f"{where}.benchmarks[{i}]: selection 'best_val' needs eval_every >= 1 "
+                f"{where}.benchmarks[{i}]: selection {rule!r} needs eval_every >= 1 "
                 "(steps between validation evaluations)"
+            )
+        if rule == "mean_last_10" and every is not None and every * MEAN_LAST > b.train.steps:
+            raise ConfigError(
+                f"{where}.benchmarks[{i}]: selection 'mean_last_10' averages the last "
+                f"{MEAN_LAST} evaluations; eval_every {every} gives fewer in "
+                f"{b.train.steps} steps (at most {b.train.steps // MEAN_LAST})"
             )
     for i, w in enumerate(config.weightings):
         _check_method(LOSS_WEIGHTINGS, "loss weighting", w, f"{where}.weightings[{i}]")

@@ -38,7 +38,7 @@ class Cell:
         weighting: Loss weighting entry.
         balancer: Gradient balancer entry (with its optional flat radius).
         seed: Seed of the run (and of its STL references).
-        selection: ``final`` or ``best_val``.
+        selection: ``final``, ``best_val`` or ``mean_last_10``.
         eval_every: Validation interval of ``best_val``.
     """
 

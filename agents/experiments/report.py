@@ -85,6 +85,12 @@ def _selection_text(config: ExperimentConfig, bench: BenchmarkEntry) -> str:
             f"test metrics at the evaluation with the best validation Δm (evaluated every {every} "
             f"steps and at the end of the {bench.train.steps}-step budget); never selected on test"
         )
+    if rule == "mean_last_10":
+        return (
+            f"every metric averaged over the last 10 evaluations (every {every} steps, the last at "
+            f"the end of the {bench.train.steps}-step budget), as the published NYUv2 / Cityscapes "
+            "tables; no model is chosen"
+        )
     return f"final model after the {bench.train.steps}-step budget, test split"
 
 

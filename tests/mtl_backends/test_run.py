@@ -14,7 +14,7 @@ from mtl_backends.build import build_trainer
 from mtl_backends.config import MethodSpec, RunConfig, TrainConfig, from_dict
 from mtl_backends.registry import ConfigError
 from mtl_backends.results import EvalResult, StepResult
-from mtl_backends.run import SELECTIONS, build_run_trainer, run, train_and_evaluate
+from mtl_backends.run import SELECTIONS, build_run_trainer, mean_eval, run, train_and_evaluate
 from mtl_backends.trainer import MTLTrainer
 
 BENCH = MethodSpec(
@@ -134,9 +134,11 @@ def test_unknown_selection_is_refused_before_training() -> None:
     trainer = _trainer(10)
     with pytest.raises(ConfigError) as err:
         train_and_evaluate(trainer, "best_test")
-    assert str(err.value) == "unknown selection 'best_test'; valid choices: final, best_val"
+    assert str(err.value) == (
+        "unknown selection 'best_test'; valid choices: final, best_val, mean_last_10"
+    )
     assert trainer.step_count == 0
-    assert SELECTIONS == ("final", "best_val")
+    assert SELECTIONS == ("final", "best_val", "mean_last_10")
 
 
 def test_best_val_without_validation_references_is_refused_before_training() -> None:
@@ -205,3 +207,45 @@ def test_build_run_trainer_attaches_the_stl_reference(tmp_path: Path) -> None:
     assert trainer.evaluate("test").delta_m is not None
     no_cache = build_run_trainer(dataclasses.replace(config, stl_cache=None))
     assert no_cache.reference is None
+
+
+def test_mean_last_10_averages_the_last_ten_evaluations_of_each_split(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    trainer = _trainer(24, UNIT_REFERENCE)
+    val_dm = [float(i) for i in range(12)]
+    test_dm = [float(10 * i) for i in range(12)]
+    _scripted_evaluate(trainer, monkeypatch, val_dm, test_dm)
+    outcome = train_and_evaluate(trainer, "mean_last_10", eval_every=2)
+    assert len(outcome.evals) == 12
+    last = outcome.evals[2:]
+    # Δm by hand: the mean of the last ten scripted values (2..11 and 20..110).
+    assert outcome.val.delta_m == pytest.approx(6.5) and outcome.test.delta_m == pytest.approx(65.0)
+    for split, mean in (("val", outcome.val), ("test", outcome.test)):
+        results = [v if split == "val" else t for v, t in last]
+        assert mean.split == split and mean.step == 24
+        for name in mean.metrics:
+            by_hand = sum(r.metrics[name] for r in results) / 10
+            assert mean.metrics[name] == pytest.approx(by_hand, rel=1e-12)
+        assert mean.losses == pytest.approx(
+            [sum(r.losses[t] for r in results) / 10 for t in range(3)], rel=1e-12
+        )
+
+
+def test_mean_eval_delta_m_is_the_delta_m_of_the_mean_metrics() -> None:
+    """Unit STL references: Δm = 100 · mean_t (MSE_t - 1), linear in the metrics."""
+    trainer = _trainer(20, UNIT_REFERENCE)
+    outcome = train_and_evaluate(trainer, "mean_last_10", eval_every=2)
+    by_hand = 100.0 * (sum(outcome.test.metrics[f"t{t}_mse"] for t in (1, 2, 3)) / 3.0 - 1.0)
+    assert outcome.test.delta_m == pytest.approx(by_hand, rel=1e-9)
+    assert mean_eval([outcome.evals[-1][1]]) == outcome.evals[-1][1]
+
+
+@pytest.mark.parametrize(("steps", "eval_every"), [(20, None), (20, 3), (9, 1)])
+def test_mean_last_10_with_fewer_evaluations_is_refused_before_training(
+    steps: int, eval_every: int | None
+) -> None:
+    trainer = _trainer(steps)
+    with pytest.raises(ConfigError, match="averages the last 10 evaluations"):
+        train_and_evaluate(trainer, "mean_last_10", eval_every=eval_every)
+    assert trainer.step_count == 0

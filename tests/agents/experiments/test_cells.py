@@ -87,6 +87,15 @@ def test_best_val_selects_the_lowest_validation_delta_m(best_val: dict[str, Any]
     assert best_val["val_delta_m"] == pytest.approx(best["val_delta_m"])
 
 
+def test_mean_last_10_reports_the_mean_of_the_last_ten_evaluations() -> None:
+    rec = _run(_cell(selection="mean_last_10", eval_every=2), points=0)
+    curve = rec["val_curve"]
+    assert [p["step"] for p in curve] == list(range(2, 31, 2))
+    last = [p["val_delta_m"] for p in curve[-10:]]
+    assert rec["val_delta_m"] == pytest.approx(sum(last) / 10, rel=1e-9)
+    assert rec["selected_step"] == 30 and rec["cell"]["selection"] == "mean_last_10"
+
+
 def test_trajectories_are_subsampled_to_the_requested_points(best_val: dict[str, Any]) -> None:
     traj = best_val["trajectories"]
     # round(i * 29 / 4) for i = 0..4 (Python rounds 14.5 to 14).

@@ -153,11 +153,16 @@ def test_to_dict_round_trips() -> None:
          "unknown argument(s) 'betta'; valid arguments: "),
         ({"benchmarks": [{"name": "synthetic", "n_task": 2}]}, "benchmark 'synthetic' got "
          "unknown argument(s) 'n_task'"),
-        ({"selection": "best"}, "unknown selection 'best'; valid choices: final, best_val"),
+        ({"selection": "best"},
+         "unknown selection 'best'; valid choices: final, best_val, mean_last_10"),
         ({"benchmarks": [{"name": "synthetic", "selection": "last"}]},
          "experiment.benchmarks[0]: unknown selection 'last'"),
         ({"selection": "best_val"}, "selection 'best_val' needs eval_every >= 1"),
         ({"selection": "best_val", "eval_every": 0}, "needs eval_every >= 1"),
+        ({"selection": "mean_last_10"}, "selection 'mean_last_10' needs eval_every >= 1"),
+        ({"benchmarks": [{"name": "synthetic", "train": {"steps": 90}}],
+          "selection": "mean_last_10", "eval_every": 10},
+         "averages the last 10 evaluations; eval_every 10 gives fewer in 90 steps (at most 9)"),
         ({"weightings": ["ew", {"name": "si", "label": "EW"}]},
          "two weightings share the label 'EW'; give one a distinct 'label'"),
         ({"benchmarks": ["synthetic", "synthetic"]}, "two benchmarks share the label 'synthetic'"),
@@ -201,6 +206,7 @@ def test_eval_every_of_a_final_table_is_dropped() -> None:
                 "synthetic",
                 {"name": "synthetic", "label": "b", "selection": "best_val"},
                 {"name": "synthetic", "label": "c", "selection": "best_val", "eval_every": 3},
+                {"name": "synthetic", "label": "d", "selection": "mean_last_10"},
             ],
             eval_every=50,
         )
@@ -209,6 +215,7 @@ def test_eval_every_of_a_final_table_is_dropped() -> None:
         ("final", None),
         ("best_val", 50),
         ("best_val", 3),
+        ("mean_last_10", 50),
     ]
 
 
