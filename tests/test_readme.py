@@ -113,9 +113,14 @@ def test_rl_zoo3_example_trains_and_saves_a_loadable_agent(tmp_path: Path) -> No
     hyperparams, argv = _zoo_example()
     (tmp_path / "hp.yml").write_text(hyperparams)
     # rl-zoo3 lets SB3 make its default logger folder (SB3-<date>) in the temp folder: keep it here.
-    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    environ = {**os.environ, "TMPDIR": str(tmp_path)}
     done = subprocess.run(
-        [sys.executable, *argv], cwd=tmp_path, capture_output=True, text=True, timeout=240, env=env
+        [sys.executable, *argv],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=environ,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     model = PPO.load(tmp_path / "logs/ppo/igb_env-IGB-v0_1/igb_env-IGB-v0.zip", device="cpu")
