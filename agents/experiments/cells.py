@@ -31,6 +31,7 @@ import torch
 
 from agents.experiments.config import BenchmarkEntry
 from agents.experiments.grid import CELL_FORMAT_VERSION, Cell, GridPlan
+from mtl_backends.benchmarks import make_benchmark
 from mtl_backends.build import build_trainer
 from mtl_backends.lifetime import exit_with_parent
 from mtl_backends.registry import ConfigError
@@ -230,7 +231,10 @@ class StlTask:
 
 
 def run_stl(task: StlTask) -> dict[str, Any]:
-    """STL references of one (benchmark, seed), from the cache or trained; never raises.
+    """The Δm reference of one (benchmark, seed); never raises.
+
+    Our own STL runs (from the cache or trained), or with ``reference: published`` the
+    benchmark's ``published_reference()`` (the papers' single-task numbers; nothing trains).
 
     Returns:
         ``{"reference": ...}`` or ``{"error": traceback}``.
@@ -239,6 +243,9 @@ def run_stl(task: StlTask) -> dict[str, Any]:
     torch.set_num_threads(1)
     try:
         spec = task.benchmark.spec_for(task.seed)
+        if task.benchmark.reference == "published":
+            bench = make_benchmark(spec.name, **dict(spec.kwargs))
+            return {"reference": bench.published_reference()}  # type: ignore[attr-defined]
         ref = stl_reference(spec, task.benchmark.train, task.seed, task.cache)
         return {"reference": ref}
     except Exception:

@@ -56,6 +56,10 @@ class BenchmarkEntry:
             ``False``: the benchmark's arguments are fixed and the seed drives the run only.
         variation: With ``instances``, each seed also draws the benchmark's variation (e.g.
             synthetic task scales and noise floors) with ``sample_variation``.
+        reference: What Δm and Δp are taken against: ``stl`` (our own single-task runs at the
+            same budget, cached in ``stl_cache``) or ``published`` (the benchmark's
+            ``published_reference()``: the papers' single-task numbers, for NYUv2, Cityscapes
+            and QM9 as graphs; nothing is trained for it).
     """
 
     name: str
@@ -66,6 +70,7 @@ class BenchmarkEntry:
     eval_every: int | None = None
     instances: bool = False
     variation: bool | str = False
+    reference: str = "stl"
 
     @property
     def spec(self) -> MethodSpec:
@@ -209,7 +214,19 @@ class ExperimentConfig:
         return rule, (every if rule != "final" else None)
 
 
-_BENCHMARK_FIELDS = ("name", "label", "train", "selection", "eval_every", "instances", "variation")
+REFERENCES: tuple[str, ...] = ("stl", "published")
+"""What a benchmark's Δm is taken against: our own STL runs, or the papers' published numbers."""
+
+_BENCHMARK_FIELDS = (
+    "name",
+    "label",
+    "train",
+    "selection",
+    "eval_every",
+    "instances",
+    "variation",
+    "reference",
+)
 # ``flat_rho`` is a balancer setting; weightings accept the key only to refuse a value other than
 # null (``validate_experiment``), so that ``to_dict`` of a config loads back.
 _WEIGHTING_FIELDS = ("name", "label", "flat_rho")
@@ -281,6 +298,17 @@ def validate_experiment(config: ExperimentConfig, where: str = "experiment") -> 
             raise ConfigError(
                 f"{where}.benchmarks[{i}]: unknown selection {rule!r}; "
                 f"valid choices: {', '.join(SELECTIONS)}"
+            )
+        if b.reference not in REFERENCES:
+            raise ConfigError(
+                f"{where}.benchmarks[{i}]: unknown reference {b.reference!r}; valid choices: "
+                f"{', '.join(REFERENCES)}"
+            )
+        if b.reference == "published" and not hasattr(BENCHMARKS[b.name], "published_reference"):
+            have = sorted(n for n, c in BENCHMARKS.items() if hasattr(c, "published_reference"))
+            raise ConfigError(
+                f"{where}.benchmarks[{i}]: {b.name} has no published single-task reference; "
+                f"reference: published is for {', '.join(have)} (use reference: stl)"
             )
         if b.variation and not b.instances:
             raise ConfigError(

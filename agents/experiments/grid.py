@@ -58,9 +58,10 @@ class Cell:
         """Everything that changes the cell's result (labels excluded).
 
         The training settings are ``config.key_dict``'s form: settings added later (e.g.
-        ``divergence_factor``) are left out at their defaults, so existing keys stay valid.
+        ``divergence_factor``) are left out at their defaults, so existing keys stay valid; so
+        is the Δm reference at its default (``stl``).
         """
-        return {
+        identity = {
             "version": CELL_FORMAT_VERSION,
             "benchmark": self.benchmark.spec_for(self.seed).to_dict(),
             "train": key_dict(self.train),
@@ -71,6 +72,9 @@ class Cell:
             "selection": self.selection,
             "eval_every": self.eval_every,
         }
+        if self.benchmark.reference != "stl":
+            identity["reference"] = self.benchmark.reference
+        return identity
 
     @property
     def key(self) -> str:

@@ -275,7 +275,8 @@ def write_markdown(
         "",
         "Δm% (Maninis et al.; mean over all metrics; lower is better) and Δp% (LibMTL; mean over "
         "tasks; higher is better) are taken against single-task references trained with the same "
-        "budget, data order and seed (final STL models); they are separate conventions and never "
+        "budget, data order and seed (final STL models; a table says when it uses the published "
+        "single-task numbers instead); they are separate conventions and never "
         "mixed. Values are mean ± sample std over seeds. "
         f"`Δm − {config.baseline_label}` / `Δp − {config.baseline_label}`: mean paired "
         f"difference to {config.baseline_label} with the same balancer (else with sum) over the "
@@ -290,7 +291,13 @@ def write_markdown(
         lines += [
             f"Model selection: {_selection_text(config, bench)}. "
             f"Training: {bench.train.steps} steps, batch {bench.train.batch_size}, "
-            f"{bench.train.optimizer} lr {bench.train.lr:g} ({bench.train.lr_schedule}).",
+            f"{bench.train.optimizer} lr {bench.train.lr:g} ({bench.train.lr_schedule})."
+            + (
+                " Δm and Δp against the published single-task numbers (the benchmark's "
+                "`published_reference()`), not our own STL runs."
+                if bench.reference == "published"
+                else ""
+            ),
             "",
         ]
         table, _ = _table(config, bench, rows)
