@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from collections.abc import Iterator
@@ -82,11 +81,9 @@ def test_ray_backend_without_ray_names_the_extra(monkeypatch: pytest.MonkeyPatch
         make_backend("ray", 2)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")
-def test_ray_map_unordered_yields_results_and_exceptions() -> None:
+def test_ray_map_unordered_yields_results_and_exceptions(ray_backend: RayBackend) -> None:
     items = [4, 7, 6]
-    with RayBackend(1) as backend:
-        results = list(backend.map_unordered(_jobs.square_or_fail, items))
+    results = list(ray_backend.map_unordered(_jobs.square_or_fail, items))
     assert sorted(i for i, _ in results) == [0, 1, 2]
     out = dict(results)
     assert out[0] == 16 and out[2] == 36

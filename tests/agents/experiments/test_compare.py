@@ -243,15 +243,22 @@ def test_main_experiment_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     assert {"sum", "db_mtl", "imgrad"} <= {b.name for b in config.balancers}
 
 
+def test_ray_backend_without_ray_names_the_extra(tmp_path: Path) -> None:
+    if importlib.util.find_spec("ray") is not None:
+        pytest.skip("ray is installed")
+    with pytest.raises(MissingExtraError, match=r'pip install -e "\.\[ray\]"'):
+        compare(_tiny(tmp_path / "stl"), tmp_path / "ray", backend="ray")
+
+
 @pytest.mark.slow
-def test_ray_backend_matches_local(smoke: tuple[Path, Path, int], tmp_path: Path) -> None:
-    if importlib.util.find_spec("ray") is None:
-        with pytest.raises(MissingExtraError, match=r'pip install -e "\.\[ray\]"'):
-            compare(_tiny(tmp_path / "stl"), tmp_path / "ray", backend="ray")
-        pytest.skip('ray is not installed (pip install -e ".[ray]")')
+def test_ray_backend_matches_local(
+    smoke: tuple[Path, Path, int], tmp_path: Path, ray_backend: Any
+) -> None:
     out, stl, _ = smoke
     config = _tiny(stl)  # the same cells as in the smoke grid (same keys)
-    summary = compare(config, tmp_path / "ray", workers=2, backend="ray", progress_bar=False)
+    summary = compare(
+        config, tmp_path / "ray", backend="ray", progress_bar=False, runner=ray_backend
+    )
     assert summary.computed == 2 and summary.failed == 0
     local = _numbers(out)
     ray_numbers = _numbers(tmp_path / "ray")

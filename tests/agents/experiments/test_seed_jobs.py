@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -77,15 +75,6 @@ def local_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str
     summary = train_seeds(_config(), [0, 1], out, workers=1, progress_bar=False, log=lines.append)
     assert [r.status for r in summary.results] == ["trained", "trained"], summary
     return out, lines
-
-
-@pytest.fixture(scope="module")
-def ray_backend() -> Iterator[RayBackend]:
-    """One local Ray instance of 2 CPUs for the module (its start-up takes seconds)."""
-    if importlib.util.find_spec("ray") is None:
-        pytest.skip("ray is not installed")
-    with RayBackend(2) as backend:
-        yield backend
 
 
 def test_ray_tasks_give_the_local_result_bit_for_bit(
