@@ -26,11 +26,14 @@ C = TypeVar("C")
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd")
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine", "step")
 JACOBIAN_METHODS: tuple[str, ...] = ("batched", "sequential")
+MIXED_PRECISIONS: tuple[str, ...] = ("none", "bf16")
+"""``train.mixed_precision``: float32 throughout, or the training forward in bfloat16 autocast."""
 DEFAULT_DIVERGENCE_FACTOR = 1000.0
 """A loss this many times its first-step value (both above ``L*``) ends a run as diverged."""
 KEY_NEUTRAL_DEFAULTS: dict[str, Any] = {
     "divergence_factor": DEFAULT_DIVERGENCE_FACTOR,
     "num_workers": 0,
+    "mixed_precision": "none",
 }
 """``TrainConfig`` fields added after result keys existed, and the default that keeps them out.
 
@@ -108,6 +111,13 @@ class TrainConfig:
             base window (Adam at lr 1e3 on ``synthetic``: base losses ~1e21, first loss ~1).
         num_workers: DataLoader worker processes of a streamed benchmark (0: read in the main
             process; in-memory benchmarks ignore it). The batch order never depends on it.
+        mixed_precision: ``none`` (float32 throughout) or ``bf16``: the training forward pass
+            (model and per-task losses) runs under ``torch.autocast`` with bfloat16 on ``cpu``
+            or ``cuda``; the losses, the parameters, the optimizer, the weightings' and the
+            balancers' arithmetic and every evaluation stay float32. bfloat16 keeps float32's
+            exponent range, so no loss scaling is needed (float16 would need a ``GradScaler``,
+            whose scaled per-task gradients the balancers would see: not offered). Not with
+            ``flat_rho`` (its perturbed forward passes run inside the update).
     """
 
     steps: int = 1000
@@ -128,6 +138,7 @@ class TrainConfig:
     flat_rho: float | None = None
     divergence_factor: float | None = DEFAULT_DIVERGENCE_FACTOR
     num_workers: int = 0
+    mixed_precision: str = "none"
 
     def __post_init__(self) -> None:
         if self.num_workers < 0:
@@ -148,6 +159,16 @@ class TrainConfig:
             raise ConfigError(
                 f"unknown train.jacobian {self.jacobian!r}; "
                 f"valid choices: {', '.join(JACOBIAN_METHODS)}"
+            )
+        if self.mixed_precision not in MIXED_PRECISIONS:
+            raise ConfigError(
+                f"unknown train.mixed_precision {self.mixed_precision!r}; "
+                f"valid choices: {', '.join(MIXED_PRECISIONS)}"
+            )
+        if self.mixed_precision != "none" and self.flat_rho is not None:
+            raise ConfigError(
+                "train.mixed_precision bf16 does not combine with train.flat_rho (the flat "
+                "update's perturbed forward passes would run in float32); drop one of them"
             )
         # NaN passes every ordered comparison, so each bound is checked as "finite and in range".
         _check_number("train.lr", self.lr, low=0.0, low_open=True)

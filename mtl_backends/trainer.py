@@ -10,6 +10,7 @@ batch's losses are absorbed and applies to that batch.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -116,6 +117,11 @@ class MTLTrainer:
         self.seed = seed
         self.reference = reference
         self.device = resolve_device(self.config.device)
+        if self.config.mixed_precision != "none" and self.device.type not in ("cpu", "cuda"):
+            raise ConfigError(
+                f"train.mixed_precision {self.config.mixed_precision} runs on cpu or cuda, not "
+                f"on {self.device.type}; set train.mixed_precision: none"
+            )
         self.n_tasks = benchmark.n_tasks
         s_init, s_data, s_weighting, s_balancer, s_torch = trainer_seeds(seed)
         with torch.random.fork_rng(devices=[]):
@@ -261,9 +267,12 @@ class MTLTrainer:
             raise RuntimeError("forward() called twice without apply() in between")
         x, y = self._next_batch()
         self.model.train()
-        with self._rng.active():
+        with self._rng.active(), self._autocast():
             outputs = self.model(x)
             losses = self.benchmark.losses(outputs, y)
+        # Under bf16 autocast the losses may come out in bfloat16: the gap tracker, the
+        # weightings and the update see float32 (the graph keeps the mixed-precision ops).
+        losses = losses.float()
         raw = losses.detach()
         finite = torch.isfinite(raw)
         if not bool(finite.all()):
@@ -277,6 +286,12 @@ class MTLTrainer:
         self._pending, self._pending_raw = losses, raw
         self._batch = (x, y)
         return raw.clone()
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """bfloat16 autocast of the training forward (``train.mixed_precision``), else nothing."""
+        if self.config.mixed_precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def _check_explosion(self, raw: Tensor) -> None:
         """Raise ``DivergenceError`` for a finite loss far above its first-step value.

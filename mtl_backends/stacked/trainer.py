@@ -59,7 +59,8 @@ def check_stackable_config(config: TrainConfig) -> None:
     """Refuse training settings the stacked trainer does not implement.
 
     Raises:
-        ValueError: Another optimizer than Adam, gradient clipping or the flat update.
+        ValueError: Another optimizer than Adam, gradient clipping, the flat update or mixed
+            precision.
     """
     if config.optimizer != "adam":
         raise ValueError(f"StackedTrainer supports optimizer 'adam' only, got {config.optimizer!r}")
@@ -67,6 +68,8 @@ def check_stackable_config(config: TrainConfig) -> None:
         raise ValueError("StackedTrainer does not support grad_clip")
     if config.flat_rho is not None:
         raise ValueError("StackedTrainer does not support flat_rho")
+    if config.mixed_precision != "none":
+        raise ValueError("StackedTrainer does not support mixed_precision (float32 only)")
 
 
 def _check_config(config: TrainConfig, reference: TrainConfig) -> None:

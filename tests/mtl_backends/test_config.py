@@ -168,7 +168,7 @@ def test_config_path_that_is_a_folder(tmp_path: Path) -> None:
 def test_key_dict_keeps_result_keys_of_configs_from_before_divergence_factor() -> None:
     train = TrainConfig(steps=30, batch_size=50, base_window=(5, 10))
     assert "divergence_factor" not in key_dict(train)
-    neutral = ("divergence_factor", "num_workers")
+    neutral = ("divergence_factor", "num_workers", "mixed_precision")
     assert key_dict(train) == {k: v for k, v in to_dict(train).items() if k not in neutral}
     assert key_dict(replace(train, num_workers=2))["num_workers"] == 2
     assert key_dict(replace(train, divergence_factor=50.0))["divergence_factor"] == 50.0
