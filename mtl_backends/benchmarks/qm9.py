@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from mtl_backends.benchmarks.base import SPLITS, Benchmark, MetricSpec, SplitData
 from mtl_backends.benchmarks.qm9_data import (
     TARGETS,
+    QM9Table,
     default_cache_dir,
     load_table,
     qm9_data_dir,
@@ -43,14 +44,19 @@ from mtl_backends.models.hps import HardParameterSharing, mlp
 class QM9Targets(Benchmark):
     """The 11 QM9 targets, standardised by the training split: what ``QM9`` and ``QM9Graph`` share.
 
-    Subclasses set ``target_mean`` / ``target_std`` (training-split statistics, usual units),
-    ``metric_specs`` (one ``<name>_mae`` per target) and ``_kwargs`` (the arguments that rebuild
+    Subclasses open the table (``_open_table``), split it into ``rows``, set the tasks
+    (``_set_targets``) and the training-split statistics (``_standardised_targets``), and
+    ``_kwargs`` (the arguments that rebuild
     the benchmark). Loss: per-target MSE on the standardised targets (Nash-MTL's training loss);
     metrics: per-target MAE in the usual units (meV for the energies), lower is better.
     """
 
     target_mean: Tensor
+    """Training-split mean of each target in the usual units ``[11]`` (float64)."""
     target_std: Tensor
+    """Training-split standard deviation of each target in the usual units ``[11]`` (float64)."""
+    rows: dict[str, np.ndarray]
+    """Per split, row indices into the full table (GDB order)."""
     _kwargs: dict[str, Any]
 
     def _set_targets(self, name: str) -> None:
@@ -61,6 +67,31 @@ class QM9Targets(Benchmark):
             MetricSpec(f"{t.name}_mae", i, higher_is_better=False) for i, t in enumerate(TARGETS)
         )
         self.lower_bounds = torch.zeros(len(TARGETS))
+
+    @staticmethod
+    def _open_table(data_dir: str | None, cache_dir: str | None) -> tuple[QM9Table, str, Path]:
+        """The parsed molecule table, its content key and the cache folder of the features."""
+        data_path = qm9_data_dir() if data_dir is None else Path(data_dir)
+        cache = default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
+        table_id = table_key(data_path)
+        return load_table(data_path, cache), table_id, cache
+
+    def _standardised_targets(self, table: QM9Table) -> dict[str, Tensor]:
+        """Set ``target_mean`` / ``target_std`` from the training split of ``self.rows``.
+
+        Returns:
+            Each split's targets standardised by them, ``[N, 11]`` float32.
+        """
+        train_y = table.targets[self.rows["train"]]
+        y_mean, y_std = train_y.mean(0), train_y.std(0)
+        self.target_mean = torch.from_numpy(y_mean)
+        self.target_std = torch.from_numpy(y_std)
+        return {
+            split: torch.from_numpy(
+                ((table.targets[self.rows[split]] - y_mean) / y_std).astype(np.float32)
+            )
+            for split in SPLITS
+        }
 
     def original_targets(self, name: str) -> Tensor:
         """Targets of split ``name`` in the usual units ``[N, 11]`` (float64)."""
@@ -136,12 +167,8 @@ class QM9(QM9Targets):
             "rbf": bool(rbf),
             "hidden": list(self._hidden),
         }
-        data_path = qm9_data_dir() if data_dir is None else Path(data_dir)
-        cache = default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
-        table_id = table_key(data_path)
-        table = load_table(data_path, cache)
+        table, table_id, cache = self._open_table(data_dir, cache_dir)
         self.rows = split_indices(len(table), seed, subset, n_val, n_test)
-        """Per split, row indices into the full table (GDB order)."""
         order = np.concatenate([self.rows[s] for s in SPLITS])
         feats, self.cache_hit = load_features(table, table_id, order, bool(rbf), cache)
         sizes = np.cumsum([0] + [len(self.rows[s]) for s in SPLITS])
@@ -150,18 +177,12 @@ class QM9(QM9Targets):
         x_mean = train_x.mean(0, dtype=np.float64).astype(np.float32)
         x_std = train_x.std(0, dtype=np.float64)
         x_std = np.where(x_std > 1e-8, x_std, 1.0).astype(np.float32)
-        train_y = table.targets[self.rows["train"]]
-        self.target_mean: Tensor = torch.from_numpy(train_y.mean(0))
-        """Training-split mean of each target in original units ``[11]`` (float64)."""
-        self.target_std: Tensor = torch.from_numpy(train_y.std(0))
-        """Training-split standard deviation of each target in original units ``[11]``."""
+        targets = self._standardised_targets(table)
         self._splits: dict[str, SplitData] = {}
         for k, split in enumerate(SPLITS):
             x = (feats[sizes[k] : sizes[k + 1]] - x_mean) / x_std
-            y = (table.targets[self.rows[split]] - train_y.mean(0)) / train_y.std(0)
             self._splits[split] = SplitData(
-                inputs=torch.from_numpy(x.astype(np.float32)),
-                targets=torch.from_numpy(y.astype(np.float32)),
+                inputs=torch.from_numpy(x.astype(np.float32)), targets=targets[split]
             )
         self.input_dim = int(feats.shape[1])
 

@@ -17,6 +17,7 @@ import hashlib
 import importlib.util
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -260,6 +261,20 @@ def load_table(data_dir: Path | None = None, cache_dir: Path | None = None) -> Q
     with atomic_open(path, "wb") as fh:
         np.savez(fh, **{k: getattr(table, k) for k in QM9Table.__dataclass_fields__})
     return table
+
+
+def cached_array(path: Path, compute: Callable[[], np.ndarray]) -> tuple[np.ndarray, bool]:
+    """The array cached at ``path``, else ``compute()`` written there atomically.
+
+    Returns:
+        The array and whether it came from the cache.
+    """
+    if path.is_file():
+        return np.load(path, allow_pickle=False), True
+    array = compute()
+    with atomic_open(path, "wb") as fh:
+        np.save(fh, array, allow_pickle=False)
+    return array, False
 
 
 def split_indices(

@@ -13,8 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mtl_backends.atomic import atomic_open
-from mtl_backends.benchmarks.qm9_data import ATOMIC_NUMBERS, ELEMENTS, MAX_ATOMS, QM9Table
+from mtl_backends.benchmarks.qm9_data import (
+    ATOMIC_NUMBERS,
+    ELEMENTS,
+    MAX_ATOMS,
+    QM9Table,
+    cached_array,
+)
 
 FEATURE_VERSION = 1
 RBF_CENTERS = np.linspace(0.8, 5.0, 16)
@@ -105,9 +110,4 @@ def load_features(
         The features and whether they came from the cache.
     """
     path = Path(cache_dir) / f"features-{feature_key(table_id, rows, rbf)}.npy"
-    if path.is_file():
-        return np.load(path, allow_pickle=False), True
-    feats = featurize(table, rows, rbf=rbf)
-    with atomic_open(path, "wb") as fh:
-        np.save(fh, feats, allow_pickle=False)
-    return feats, False
+    return cached_array(path, lambda: featurize(table, rows, rbf=rbf))

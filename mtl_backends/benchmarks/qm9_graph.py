@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from mtl_backends.benchmarks.base import SPLITS, SplitData
 from mtl_backends.benchmarks.qm9 import QM9Targets
@@ -22,11 +19,7 @@ from mtl_backends.benchmarks.qm9_data import (
     N_MOLECULES,
     TARGETS,
     MissingExtraError,
-    default_cache_dir,
-    load_table,
-    qm9_data_dir,
     split_indices,
-    table_key,
 )
 from mtl_backends.benchmarks.qm9_graph_data import (
     EDGE_FEATURES,
@@ -152,10 +145,7 @@ class QM9Graph(QM9Targets):
             "implementation": implementation,
             "dim": dim,
         }
-        data_path = qm9_data_dir() if data_dir is None else Path(data_dir)
-        cache = default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
-        table_id = table_key(data_path)
-        table = load_table(data_path, cache)
+        table, table_id, cache = self._open_table(data_dir, cache_dir)
         try:
             split_rows = split_indices(len(table), seed, subset, n_val, n_test)
         except ValueError as err:
@@ -163,25 +153,15 @@ class QM9Graph(QM9Targets):
                 f"qm9_graph: {err} (subset {subset}, n_val {n_val}, n_test {n_test}; n_val and "
                 "n_test default to 10,000, or subset // 10 with a subset)"
             ) from None
-        self.rows: dict[str, np.ndarray] = split_rows
-        """Per split, row indices into the full table (GDB order)."""
+        self.rows = split_rows
         order = np.concatenate([self.rows[s] for s in SPLITS])
         feats, self.cache_hit = load_atom_features(table, table_id, order, cache)
-        train_y = table.targets[self.rows["train"]]
-        y_mean, y_std = train_y.mean(0), train_y.std(0)
-        self.target_mean: Tensor = torch.from_numpy(y_mean)
-        """Training-split mean of each target in the usual units ``[11]`` (float64)."""
-        self.target_std: Tensor = torch.from_numpy(y_std)
-        """Training-split standard deviation of each target in the usual units ``[11]``."""
+        targets = self._standardised_targets(table)
         self._splits: dict[str, SplitData] = {}
         atoms = np.cumsum([0] + [int(table.n_atoms[self.rows[s]].sum()) for s in SPLITS])
         for k, split in enumerate(SPLITS):
-            rows = self.rows[split]
-            y = (table.targets[rows] - y_mean) / y_std
-            self._splits[split] = SplitData(
-                inputs=pack(table, rows, feats[atoms[k] : atoms[k + 1]]),
-                targets=torch.from_numpy(y.astype(np.float32)),
-            )
+            packed = pack(table, self.rows[split], feats[atoms[k] : atoms[k + 1]])
+            self._splits[split] = SplitData(inputs=packed, targets=targets[split])
 
     def split(self, name: str) -> SplitData:
         """Packed molecules ``[N, 29, 14]`` and standardised targets ``[N, 11]``."""

@@ -38,8 +38,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mtl_backends.atomic import atomic_open
-from mtl_backends.benchmarks.qm9_data import ATOMIC_NUMBERS, ELEMENTS, MAX_ATOMS, QM9Table
+from mtl_backends.benchmarks.qm9_data import (
+    ATOMIC_NUMBERS,
+    ELEMENTS,
+    MAX_ATOMS,
+    QM9Table,
+    cached_array,
+)
 from mtl_backends.models.mpnn import PaddedGraphs
 
 GRAPH_FEATURE_VERSION = 1
@@ -231,12 +236,7 @@ def load_atom_features(
         The features and whether they came from the cache.
     """
     path = Path(cache_dir) / f"graph-{graph_feature_key(table_id, rows)}.npy"
-    if path.is_file():
-        return np.load(path, allow_pickle=False), True
-    feats = atom_features(table, rows)
-    with atomic_open(path, "wb") as fh:
-        np.save(fh, feats, allow_pickle=False)
-    return feats, False
+    return cached_array(path, lambda: atom_features(table, rows))
 
 
 class MoleculeGraphs(nn.Module):
