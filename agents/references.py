@@ -100,19 +100,31 @@ def group_reference_returns(
     )
 
 
-def held_out_eval_env(config: AgentConfig) -> tuple[VecEnv, int] | None:
-    """The held-out evaluation env and its episodes per evaluation (``None``: no test_set).
+def held_out_episodes(config: AgentConfig) -> int | None:
+    """Episodes per held-out evaluation (``None``: no ``test_set`` or no ``eval_every``).
 
-    One env per group walks that group's ``test_set`` round-robin; SB3's ``evaluate_policy``
-    splits the episodes evenly over the envs, so the groups' test sets must have one size.
+    Checks the settings without building an env: every group's ``test_set`` must have one size,
+    since SB3's ``evaluate_policy`` splits the episodes evenly over the groups' envs.
     """
-    configs = group_env_configs(config)
-    resolved = [load_env_config(c) for c in configs]
+    resolved = [load_env_config(c) for c in group_env_configs(config)]
     if any(c.test_set is None for c in resolved) or not config.eval_every:
         return None
     sizes = {len(c.test_instances) for c in resolved}
     if len(sizes) > 1:
         raise ConfigError(f"the env groups' test sets must have one size, got {sorted(sizes)}")
+    return sizes.pop() * len(resolved)
+
+
+def held_out_eval_env(config: AgentConfig) -> tuple[VecEnv, int] | None:
+    """The held-out evaluation env and its episodes per evaluation (``None``: no test_set).
+
+    One env per group walks that group's ``test_set`` round-robin (``held_out_episodes``).
+    """
+    episodes = held_out_episodes(config)
+    if episodes is None:
+        return None
+    configs = group_env_configs(config)
+    resolved = [load_env_config(c) for c in configs]
     groups = [
         DummyVecEnv([functools.partial(make_worker_env, held_out_config(c))]) for c in resolved
     ]
@@ -122,7 +134,7 @@ def held_out_eval_env(config: AgentConfig) -> tuple[VecEnv, int] | None:
         layout = padded_layout(configs, tasks)
         space = layout.observation_space(resolved[0].feature_spec)
         venv = PaddedVecEnv(groups, tasks, layout, space)
-    return VecMonitor(venv), sizes.pop() * len(groups)
+    return VecMonitor(venv), episodes
 
 
 def eval_callback(
@@ -159,6 +171,7 @@ __all__ = [
     "REFERENCE_BASELINES",
     "eval_callback",
     "group_reference_returns",
+    "held_out_episodes",
     "held_out_eval_env",
     "reference_returns",
 ]

@@ -19,6 +19,7 @@ The library is imported lazily so that ``igb --help`` stays light.
 from __future__ import annotations
 
 import errno
+from collections.abc import Mapping
 
 EXIT_RUN_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -87,4 +88,16 @@ def describe(exc: BaseException) -> tuple[int, str]:
     )
 
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "EXIT_RUN_FAILED", "describe"]
+def flag_message(message: str, flags: Mapping[str, str]) -> str:
+    """A config dataclass's message in the words of the flag the user typed.
+
+    ``flags`` maps field names to flags: ``trials must be >= 1`` becomes ``--trials must be >= 1``
+    with ``{"trials": "--trials"}``; a message that starts with no field is returned unchanged.
+    """
+    for name, flag in flags.items():
+        if message.startswith(f"{name} "):
+            return flag + message[len(name) :]
+    return message
+
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "EXIT_RUN_FAILED", "describe", "flag_message"]

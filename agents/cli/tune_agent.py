@@ -13,6 +13,8 @@ import argparse
 import dataclasses
 from typing import Any
 
+from agents.cli.errors import flag_message
+
 SEARCH_OPTIONS: dict[str, str] = {
     "trials": "--trials",
     "timesteps": "--timesteps",
@@ -93,12 +95,7 @@ def main(args: argparse.Namespace) -> int:
         search = AgentSearch(**values)
     except ValueError as err:
         # AgentSearch's messages start with the field; the user typed the flag.
-        message = str(err)
-        for name, flag in SEARCH_OPTIONS.items():
-            if message.startswith(f"{name} "):
-                message = flag + message[len(name) :]
-                break
-        raise ValueError(message) from None
+        raise ValueError(flag_message(str(err), SEARCH_OPTIONS)) from None
     config = load_agent_config(resolve_config(args.config, "agents"))
     if args.seed is not None:
         config = dataclasses.replace(config, seed=args.seed)

@@ -13,6 +13,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from agents.cli.errors import flag_message
+
 GRID_OPTIONS: dict[str, str] = {"candidates": "--candidates", "logits": "--logits"}
 """Options of ``--search grid`` (namespace attribute -> flag)."""
 TPE_OPTIONS: dict[str, str] = {
@@ -247,7 +249,8 @@ def _tpe_config(args: argparse.Namespace) -> Any:
         return TPEConfig(**values, search_seed=args.search_seed)
     except ValueError as err:
         # TPEConfig's messages start with the field; the user typed the flag.
-        raise ValueError(_flag_message(str(err))) from None
+        flags = {**TPE_OPTIONS, "search_seed": "--search-seed"}
+        raise ValueError(flag_message(str(err), flags)) from None
 
 
 def _tpe(args: argparse.Namespace, config: Any, search: Any) -> str:
@@ -282,11 +285,3 @@ def _tpe(args: argparse.Namespace, config: Any, search: Any) -> str:
     equal = "" if result.equal_score is None else f"; equal weights {result.equal_score:+.3f} %"
     detail = f"TPE: {len(result.trials)} trials, {result.n_pruned} pruned{equal}"
     return snippet(result, config.benchmark.name, detail)
-
-
-def _flag_message(message: str) -> str:
-    """``trials must be ...`` -> ``--trials must be ...`` (``search_seed``: ``--search-seed``)."""
-    for name, flag in {**TPE_OPTIONS, "search_seed": "--search-seed"}.items():
-        if message.startswith(f"{name} "):
-            return flag + message[len(name) :]
-    return message

@@ -35,7 +35,7 @@ import yaml
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 
 from agents.config import AgentConfig
-from agents.references import held_out_eval_env
+from agents.references import held_out_episodes
 from agents.train import train_agent
 from mtl_backends import studies
 from mtl_backends.atomic import atomic_open
@@ -401,13 +401,12 @@ def tune_agent(
         eval_every=search.eval_every or config.eval_every,
         checkpoint_every=None,  # a trial that is killed runs again from the start
     )
-    made = held_out_eval_env(trial_config)
-    if made is None:
+    # Checked without building the env: each trial's training builds its own.
+    if held_out_episodes(trial_config) is None:
         raise ConfigError(
             "igb tune-agent scores each trial on the env's held-out instances: give the env a "
             "test_set (e.g. env: {test_set: [5000, 5001]}) and eval_every (config or --eval-every)"
         )
-    made[0].close()
     optuna = studies.import_optuna("igb tune-agent")
     path = None if study is None else studies.check_study_path(study, COMMAND)
     out = check_writable_dir(out_dir, "the tune-agent folder")

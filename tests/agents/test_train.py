@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from agents.build import build_model
 from agents.config import AgentConfig, group_env_configs, load_agent_config
 from agents.padded_vec_env import PaddedVecEnv
-from agents.references import held_out_eval_env, reference_returns
+from agents.references import held_out_episodes, held_out_eval_env, reference_returns
 from agents.set_policy import SetActorCriticPolicy
 from agents.train import load_model, train_agent
 from agents.vec_env import make_vec_env, spawn_seeds
@@ -227,6 +227,8 @@ def test_set_policy_eval_env_pads_and_walks_every_group_s_test_set() -> None:
 
 def test_set_policy_eval_env_refusals() -> None:
     assert held_out_eval_env(tiny_set_agent(eval_every=None)) is None
+    assert held_out_episodes(tiny_set_agent(eval_every=None)) is None
+    assert held_out_episodes(tiny_set_agent(eval_every=40)) == 4
     uneven = tiny_set_agent(
         eval_every=40,
         env_groups=(
@@ -234,6 +236,7 @@ def test_set_policy_eval_env_refusals() -> None:
             {"benchmark": {"n_tasks": 3}, "test_set": [5000]},
         ),
     )
-    with pytest.raises(ConfigError) as err:
-        held_out_eval_env(uneven)
-    assert str(err.value) == "the env groups' test sets must have one size, got [1, 2]"
+    for check in (held_out_eval_env, held_out_episodes):
+        with pytest.raises(ConfigError) as err:
+            check(uneven)
+        assert str(err.value) == "the env groups' test sets must have one size, got [1, 2]"

@@ -188,6 +188,18 @@ CASES: list[Case] = [
         r"error: --out '.*' is a folder; give a file path",
     ),
     (
+        "tune-static trials 0, in the flag's words",
+        lambda t: ["tune-static", str(_config(t)), "--search", "tpe", "--trials", "0"],
+        2,
+        r"error: --trials \(the trial budget\) must be >= 1, got 0",
+    ),
+    (
+        "tune-static search seed, in the flag's words",
+        lambda t: ["tune-static", str(_config(t)), "--search", "tpe", "--search-seed", "-1"],
+        2,
+        r"error: --search-seed must be",
+    ),
+    (
         "resume of a folder without checkpoints",
         lambda t: ["train-agent", "--resume", str(t)],
         2,
