@@ -11,6 +11,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,11 +22,15 @@ from agents.config import AgentConfig
 from agents.experiments.timing import k_steps, num_threads, paired_ratios, quartiles
 from agents.vec_env import make_vec_env
 from igb_env import make_env
+from igb_env.config import load_env_config
 from mtl_backends.balancers import make_balancer
 from mtl_backends.benchmarks import make_benchmark
 from mtl_backends.build import build_trainer
 from mtl_backends.config import TrainConfig, from_dict
-from mtl_backends.policy import PolicyNetwork, save_policy
+from mtl_backends.features import FeatureTable
+from mtl_backends.policy import PolicyNetwork, build_sidecar, save_policy
+from mtl_backends.policy.action_maps import make_action_map
+from mtl_backends.policy.network import SetPolicyNetwork
 from mtl_backends.weightings import PolicyWeighting, make_weighting
 
 AGENT_KEYS: tuple[str, ...] = (
@@ -33,6 +38,8 @@ AGENT_KEYS: tuple[str, ...] = (
     "val_reward_overhead",
     "policy_weighting_overhead",
     "igbv1_weighting_overhead",
+    "set_policy_weighting_overhead",
+    "set_policy_weighting_overhead_t10",
     "agent_env_steps_per_second",
     "agent_subproc2_speedup",
 )
@@ -76,6 +83,10 @@ def agent_overheads(threads: int, repeats: int, tiny: bool) -> dict[str, Any]:
     * ``igbv1_weighting_overhead``: an MTL step with IGBv1 / an EW step, timed in the same
       rounds: the cost of the heuristic that residual policies build on (its log transform and
       gap tracking), to read the policy's figure against.
+    * ``set_policy_weighting_overhead``, ``set_policy_weighting_overhead_t10``: an MTL step with
+      ``PolicyWeighting`` of a random set policy in the generalist's format (feature table v2,
+      the ``interp`` map, ``configs/agents/generalist.yaml``'s width; issue 14's target: at most
+      1.05) / an EW step, at T = 3 (in the rounds above) and at T = 10 (rounds of their own).
     * ``agent_env_steps_per_second``: env steps per second while SB3 PPO learns on the env
       (rollouts, resets and updates included; two rollouts of 144 steps, i.e. 288 env steps
       of the default 1000-step episodes; the ``tiny`` preset and 10-step rollouts when ``tiny``).
@@ -127,27 +138,22 @@ def agent_overheads(threads: int, repeats: int, tiny: bool) -> dict[str, Any]:
         for env in envs:
             env.close()
         with tempfile.TemporaryDirectory() as tmp:
-            folder = save_policy(tmp, net, sidecar)
-            trainers = {
-                name: build_trainer(bench, weighting, make_balancer("sum"), train, seed=0)
-                for name, weighting in (
-                    ("policy", PolicyWeighting(folder)),
-                    ("igbv1", make_weighting("igbv1")),
-                    ("ew", make_weighting("ew")),
-                )
+            folder = save_policy(f"{tmp}/mlp", net, sidecar)
+            set_folder = _random_set_policy(f"{tmp}/set", cfg)
+            weightings = {
+                "policy": PolicyWeighting(folder),
+                "set_policy": PolicyWeighting(set_folder),
+                "igbv1": make_weighting("igbv1"),
+                "ew": make_weighting("ew"),
             }
-            for tr in trainers.values():  # one full hold period per call, after a warm-up one
-                for _ in range(k):
-                    tr.step()
-            ratios.update(
-                paired_ratios(
-                    {name: k_steps(tr, k) for name, tr in trainers.items()},
-                    "ew",
-                    n_ratios,
-                    1,
-                )
-            )
+            ratios.update(_weighting_ratios(bench, train, weightings, k, n_ratios))
+            # The set policy at T = 10 (its per-task network runs once per task).
+            bench10 = make_benchmark(**{**cfg["benchmark"], "n_tasks": 10})
+            weightings = {"set_policy_t10": PolicyWeighting(set_folder), "ew": make_weighting("ew")}
+            ratios.update(_weighting_ratios(bench10, train, weightings, k, n_ratios))
         ratios["policy_weighting_overhead"] = ratios.pop("policy")
+        ratios["set_policy_weighting_overhead"] = ratios.pop("set_policy")
+        ratios["set_policy_weighting_overhead_t10"] = ratios.pop("set_policy_t10")
         ratios["igbv1_weighting_overhead"] = ratios.pop("igbv1")
         for key, values in ratios.items():
             out[key] = statistics.median(values)
@@ -161,6 +167,53 @@ def agent_overheads(threads: int, repeats: int, tiny: bool) -> dict[str, Any]:
         out["agent_env_steps_per_second"] = one
         out["agent_subproc2_speedup"] = two / one
     return out
+
+
+def _weighting_ratios(
+    bench: Any, train: TrainConfig, weightings: dict[str, Any], k: int, n_ratios: int
+) -> dict[str, list[float]]:
+    """Back-to-back ratios of K trainer steps with each weighting / with ``weightings["ew"]``."""
+    trainers = {
+        name: build_trainer(bench, weighting, make_balancer("sum"), train, seed=0)
+        for name, weighting in weightings.items()
+    }
+    for tr in trainers.values():  # one full hold period per call, after a warm-up one
+        for _ in range(k):
+            tr.step()
+    return paired_ratios({name: k_steps(tr, k) for name, tr in trainers.items()}, "ew", n_ratios, 1)
+
+
+def _random_set_policy(folder: str, env_config: dict[str, Any]) -> Path:
+    """A random set policy in the generalist's format, for the env settings ``env_config``.
+
+    Feature table v2, the ``interp`` map and the hidden width of
+    ``configs/agents/generalist.yaml``; the weights are PyTorch's seeded initialisation, which
+    is what the cost depends on (not on the values).
+    """
+    cfg = load_env_config({**env_config, "feature_table": "v2", "action_mode": "interp"})
+    spec = cfg.feature_spec
+    table = FeatureTable(spec)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = SetPolicyNetwork(
+            len(table.per_task),
+            len(table.global_),
+            make_action_map(cfg.action_mode, cfg.tau).action_dim(1) - 1,
+            hidden=64,
+        )
+    bw = cfg.train.base_window
+    sidecar = build_sidecar(
+        n_tasks=None,
+        features=spec,
+        action_mode=cfg.action_mode,
+        tau=cfg.tau,
+        steps_per_action=cfg.steps_per_action,
+        balancer=cfg.balancer.name,
+        base_window=None if bw is None else (int(bw[0]), int(bw[1])),
+        total_steps=cfg.train.steps,
+        algorithm="random",
+    )
+    return save_policy(folder, net, sidecar)
 
 
 def _env_stepper(env: Any) -> Callable[[], None]:

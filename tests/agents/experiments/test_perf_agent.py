@@ -19,6 +19,8 @@ def test_agent_overheads_tiny_every_key_finite_and_positive() -> None:
         "val_reward_overhead",
         "policy_weighting_overhead",
         "igbv1_weighting_overhead",
+        "set_policy_weighting_overhead",
+        "set_policy_weighting_overhead_t10",
     }
     for key, (low, high) in quartiles.items():
         assert 0 < low <= result[key] <= high
