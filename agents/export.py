@@ -43,9 +43,9 @@ from agents.config import group_env_configs, load_agent_config
 from agents.set_policy import SetActorCriticPolicy
 from agents.train import load_model
 from igb_env import make_env
-from igb_env.config import load_env_config
+from igb_env.config import config_sidecar, load_env_config
 from mtl_backends.config import to_dict
-from mtl_backends.policy import ACTIVATIONS, PolicyNetwork, build_sidecar, save_policy
+from mtl_backends.policy import ACTIVATIONS, PolicyNetwork, save_policy
 from mtl_backends.policy import versions as policy_versions
 from mtl_backends.policy.onnx_export import require_onnx, write_onnx
 
@@ -189,7 +189,6 @@ def _export_set(
     assert isinstance(policy, SetActorCriticPolicy)
     network = copy.deepcopy(policy.actor).cpu().eval()
     cfg = load_env_config(dict(env_config))
-    bw = cfg.train.base_window
     training_groups = []
     for group in groups:
         g = load_env_config(dict(group))
@@ -200,16 +199,9 @@ def _export_set(
                 "variation": g.variation,
             }
         )
-    sidecar = build_sidecar(
-        n_tasks=None,
-        features=cfg.feature_spec,
-        action_mode=cfg.action_mode,
-        tau=cfg.tau,
-        steps_per_action=cfg.steps_per_action,
-        balancer=cfg.balancer.name,
-        base_window=None if bw is None else (int(bw[0]), int(bw[1])),
-        total_steps=cfg.train.steps,
-        algorithm=type(model).__name__,
+    sidecar = config_sidecar(
+        cfg,
+        type(model).__name__,
         versions=versions(),
         env_config=cfg.to_dict(),
         training_groups=training_groups,

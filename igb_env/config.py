@@ -21,6 +21,7 @@ from mtl_backends.benchmarks import BENCHMARKS
 from mtl_backends.config import MethodSpec, TrainConfig, from_dict, load_yaml, to_dict
 from mtl_backends.features import FeatureSpec
 from mtl_backends.policy.action_maps import ACTION_MAPS
+from mtl_backends.policy.format import build_sidecar
 from mtl_backends.registry import ConfigError
 
 BUDGET_STREAM = 0x62756467
@@ -307,9 +308,46 @@ def resolve_env_config(
     return load_env_config(merge_config(data, overrides))
 
 
+def config_sidecar(
+    config: EnvConfig,
+    algorithm: str,
+    *,
+    n_tasks: int | None = None,
+    base_window: Sequence[int] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The policy sidecar of a policy trained on env settings ``config`` (``build_sidecar``).
+
+    The one place that maps env settings to a sidecar, so the env, ``igb export`` and
+    ``igb perf`` cannot drift apart.
+
+    Args:
+        config: Resolved env settings.
+        algorithm: Training algorithm, e.g. ``"PPO"``.
+        n_tasks: ``T`` of a fixed-size policy; ``None`` for a set policy that runs at any ``T``.
+        base_window: The base window the policy saw; defaults to ``config.train.base_window``
+            (``None`` there means the second epoch, resolved per run).
+        extra: Further sidecar fields (``task_names``, ``env_config``, ``versions``, ...).
+    """
+    bw = config.train.base_window if base_window is None else base_window
+    return build_sidecar(
+        n_tasks=n_tasks,
+        features=config.feature_spec,
+        action_mode=config.action_mode,
+        tau=config.tau,
+        steps_per_action=config.steps_per_action,
+        balancer=config.balancer.name,
+        base_window=None if bw is None else (int(bw[0]), int(bw[1])),
+        total_steps=config.train.steps,
+        algorithm=algorithm,
+        **extra,
+    )
+
+
 __all__ = [
     "PRESETS",
     "EnvConfig",
+    "config_sidecar",
     "held_out_config",
     "load_env_config",
     "merge_config",

@@ -17,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 
 from igb_env.actions import action_space
-from igb_env.config import EnvConfig, load_env_config, resolve_env_config
+from igb_env.config import EnvConfig, config_sidecar, load_env_config, resolve_env_config
 from igb_env.episode import Episode, HeldActionWeighting
 from igb_env.instances import (
     BenchmarkCache,
@@ -31,7 +31,6 @@ from igb_env.rollouts import Rollout, rollout_baseline
 from mtl_backends.config import MethodSpec
 from mtl_backends.features import FeatureSpec, FeatureTable
 from mtl_backends.policy.action_maps import check_action
-from mtl_backends.policy.format import build_sidecar
 from mtl_backends.results import DivergenceError
 
 ENV_ID = "igb_env/IGB-v0"
@@ -298,21 +297,12 @@ class IGBEnv(gym.Env[np.ndarray, np.ndarray]):
             extra: Further sidecar fields (``network``, ``obs_normalization``, ``versions`` are
                 filled by ``save_policy`` when absent).
         """
-        bw = (
-            self._episode.progress.base_window
-            if self._episode is not None
-            else self.config.train.base_window
-        )
-        return build_sidecar(
+        bw = self._episode.progress.base_window if self._episode is not None else None
+        return config_sidecar(
+            self.config,
+            algorithm,
             n_tasks=self.n_tasks,
-            features=self.feature_spec,
-            action_mode=self.config.action_mode,
-            tau=self.config.tau,
-            steps_per_action=self.config.steps_per_action,
-            balancer=self.config.balancer.name,
-            base_window=None if bw is None else (int(bw[0]), int(bw[1])),
-            total_steps=self.config.train.steps,
-            algorithm=algorithm,
+            base_window=bw,
             task_names=list(self.task_names),
             env_config=self.config.to_dict(),
             **extra,

@@ -22,13 +22,13 @@ from agents.config import AgentConfig
 from agents.experiments.timing import k_steps, num_threads, paired_ratios, quartiles
 from agents.vec_env import make_vec_env
 from igb_env import make_env
-from igb_env.config import load_env_config
+from igb_env.config import config_sidecar, load_env_config
 from mtl_backends.balancers import make_balancer
 from mtl_backends.benchmarks import make_benchmark
 from mtl_backends.build import build_trainer
 from mtl_backends.config import TrainConfig, from_dict
 from mtl_backends.features import FeatureTable
-from mtl_backends.policy import PolicyNetwork, build_sidecar, save_policy
+from mtl_backends.policy import PolicyNetwork, save_policy
 from mtl_backends.policy.action_maps import make_action_map
 from mtl_backends.policy.network import SetPolicyNetwork
 from mtl_backends.weightings import PolicyWeighting, make_weighting
@@ -201,18 +201,7 @@ def _random_set_policy(folder: str, env_config: dict[str, Any]) -> Path:
             make_action_map(cfg.action_mode, cfg.tau).action_dim(1) - 1,
             hidden=64,
         )
-    bw = cfg.train.base_window
-    sidecar = build_sidecar(
-        n_tasks=None,
-        features=spec,
-        action_mode=cfg.action_mode,
-        tau=cfg.tau,
-        steps_per_action=cfg.steps_per_action,
-        balancer=cfg.balancer.name,
-        base_window=None if bw is None else (int(bw[0]), int(bw[1])),
-        total_steps=cfg.train.steps,
-        algorithm="random",
-    )
+    sidecar = config_sidecar(cfg, "random")
     return save_policy(folder, net, sidecar)
 
 
