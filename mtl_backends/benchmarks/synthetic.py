@@ -74,6 +74,10 @@ class Synthetic(Benchmark):
             ``classification`` (cross-entropy: the class is the argmax over the ``output_dim``
             outputs of ``σ_t tanh(x W_tᵀ) + noise``, so the label noise is ``noise_t / σ_t``;
             the head's outputs are logits, the metric is accuracy); ``None``: all regression.
+        classes: Per task, the number of classes of a classification task (the class is the
+            argmax over the first ``classes_t`` of the ``output_dim`` outputs; fewer classes make
+            an easier task, whose cross-entropy approaches 0 as in multi_digits); entries of
+            regression tasks are ignored. ``None``: ``output_dim`` classes. Needs ``kinds``.
 
     Target layout. Regression only: ``[N, T, output_dim]``; with ``fractions`` a label-mask
     channel follows (``[N, T, output_dim + 1]``). With ``kinds`` (typed layout) the targets are
@@ -121,6 +125,7 @@ class Synthetic(Benchmark):
         relatedness: float | None = None,
         fractions: Sequence[float] | None = None,
         kinds: Sequence[str] | None = None,
+        classes: Sequence[int] | None = None,
     ) -> None:
         if n_tasks < 1:
             raise ValueError(f"n_tasks must be >= 1, got {n_tasks}")
@@ -146,6 +151,22 @@ class Synthetic(Benchmark):
             if unknown:
                 raise ValueError(
                     f"unknown task kind(s) {unknown}; valid choices: {', '.join(self.KINDS)}"
+                )
+        classes_t = None if classes is None else tuple(int(c) for c in classes)
+        if classes_t is not None:
+            if kinds_t is None:
+                raise ValueError("classes needs kinds: without kinds every task is a regression")
+            if len(classes_t) != n_tasks:
+                raise ValueError(f"classes has {len(classes_t)} entries but n_tasks is {n_tasks}")
+            bad = [
+                c
+                for c, k in zip(classes_t, kinds_t, strict=True)
+                if k == "classification" and not 2 <= c <= output_dim
+            ]
+            if bad:
+                raise ValueError(
+                    f"classes must lie in [2, output_dim={output_dim}] for classification "
+                    f"tasks, got {bad}"
                 )
         if relatedness is not None and not 0.0 <= relatedness <= 1.0:
             raise ValueError(f"relatedness must lie in [0, 1], got {relatedness}")
@@ -178,6 +199,9 @@ class Synthetic(Benchmark):
         }
         if kinds_t is not None:
             self._kwargs["kinds"] = list(kinds_t)
+        if classes_t is not None:
+            self._kwargs["classes"] = list(classes_t)
+        self._classes = classes_t
         self._input_dim = input_dim
         self._output_dim = output_dim
         self._hidden = tuple(hidden)
@@ -229,7 +253,9 @@ class Synthetic(Benchmark):
                 if noise[t] > 0:
                     y = y + noise[t] * rng.normal(0.0, 1.0, y.shape)
                 if self._kinds_arg is not None and self._kinds_arg[t] == "classification":
-                    y = np.eye(o)[np.argmax(y, axis=1)]  # one-hot class of the noisy outputs
+                    # One-hot class of the noisy outputs (argmax over the first c: c classes).
+                    c = o if self._classes is None else self._classes[t]
+                    y = np.eye(o)[np.argmax(y[:, :c], axis=1)]
                 ys.append(y)
             splits[split] = SplitData(
                 inputs=torch.from_numpy(x.astype(np.float32)),

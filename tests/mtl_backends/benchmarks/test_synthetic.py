@@ -387,3 +387,55 @@ def test_mixed_kind_instances_share_one_layout_and_one_losses_function() -> None
         typed.losses(outputs, typed.split("train").targets),
         plain.losses(outputs, plain.split("train").targets),
     )
+
+
+def test_classes_restrict_the_labels_and_keep_the_generator() -> None:
+    """``classes`` takes the argmax over the first ``c`` outputs of the same generator draw: the
+    inputs and the regression targets are unchanged, each class lies below ``c``, and a
+    classification's class is the one of the full argmax whenever that lies below ``c``."""
+    kinds = ["classification", "regression", "classification"]
+    full = Synthetic(n_tasks=3, kinds=kinds, **SMALL)
+    few = Synthetic(n_tasks=3, kinds=kinds, classes=[2, 7, 3], **SMALL)
+    o = SMALL["output_dim"]
+    a, b = full.split("train"), few.split("train")
+    assert torch.equal(a.inputs, b.inputs)
+    assert torch.equal(a.targets[:, 1], b.targets[:, 1])
+    for t, c in ((0, 2), (2, 3)):
+        cls_full = a.targets[:, t, :o].argmax(1)
+        cls_few = b.targets[:, t, :o].argmax(1)
+        assert int(cls_few.max()) < c and set(cls_few.tolist()) == set(range(c))
+        below = cls_full < c
+        assert torch.equal(cls_few[below], cls_full[below])
+        assert torch.equal(b.targets[:, t, :o].sum(1), torch.ones(len(b)))  # one-hot
+    assert few.config()["classes"] == [2, 7, 3] and "classes" not in full.config()
+    assert Synthetic(**few.config()).split("val").targets.equal(few.split("val").targets)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"classes": [2, 2, 2]}, "classes needs kinds: without kinds every task is a regression"),
+        (
+            {"kinds": ["classification"] * 3, "classes": [2, 2]},
+            "classes has 2 entries but n_tasks is 3",
+        ),
+        (
+            {"kinds": ["classification", "regression", "classification"], "classes": [1, 0, 6]},
+            "classes must lie in [2, output_dim=5] for classification tasks, got [1, 6]",
+        ),
+    ],
+)
+def test_bad_classes_are_refused(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError) as err:
+        Synthetic(n_tasks=3, **kwargs, **SMALL)
+    assert str(err.value) == message
+
+
+def test_fewer_classes_make_an_easier_task() -> None:
+    """Two classes of the same generator are learned to a higher accuracy than five."""
+    accs = []
+    for c in (5, 2):
+        bench = Synthetic(n_tasks=1, kinds=["classification"], classes=[c], **SMALL)
+        _, result = train_briefly(bench, steps=200)
+        accs.append(result.metrics["t1_acc"])
+    assert accs[1] > accs[0] + 0.1, accs
