@@ -66,7 +66,8 @@ class EnvConfig:
             relatedness), seeded by the instance seed; the arguments in ``benchmark`` stay fixed
             (``n_tasks`` must be, so that every instance has the same observation layout). A
             string names the family of variations (``true`` is ``default``; synthetic also has
-            ``wide``: three decades of scales and classification tasks).
+            ``wide``: three decades of scales and classification tasks, and ``wide2``: ``wide``
+            with 2, 4 or 16 classes per classification task).
         instances: ``[low, high)`` range of training instance seeds drawn at ``reset`` from the
             env's ``np_random`` when no ``instance_set`` is given;
             ``reset(options={"instance": seed})`` picks one explicitly (held-out evaluation seeds,

@@ -100,6 +100,15 @@ class Synthetic(Benchmark):
     noise floors as a multiple of the scale, fractions and relatedness uniform, and the
     probability that a task is a classification."""
 
+    VARIATION_FAMILIES: ClassVar[tuple[str, ...]] = ("default", "wide", "wide2")
+    """Families of ``sample_variation``."""
+
+    WIDE2_CLASSES: ClassVar[tuple[int, ...]] = (2, 4, 16)
+    """Numbers of classes a classification task of the ``wide2`` family draws from (uniformly)."""
+
+    DEFAULT_OUTPUT_DIM: ClassVar[int] = 100
+    """``output_dim``'s default (caps ``wide2``'s classes when the caller does not fix it)."""
+
     VARIATION_RANGES: ClassVar[dict[str, tuple[float, float]]] = {
         "scales": (1.0, 100.0),
         "noise": (0.0, 0.2),
@@ -120,7 +129,7 @@ class Synthetic(Benchmark):
         n_val: int = 1000,
         n_test: int = 1000,
         input_dim: int = 250,
-        output_dim: int = 100,
+        output_dim: int = DEFAULT_OUTPUT_DIM,
         hidden: Sequence[int] = (100, 100),
         relatedness: float | None = None,
         fractions: Sequence[float] | None = None,
@@ -369,10 +378,15 @@ class Synthetic(Benchmark):
         (``VARIATION_RANGES``). ``wide`` (the training distribution of the generalist policy,
         ``WIDE_RANGES``): scales over three decades ``[1, 1000]``, noise floors up to ``0.3 σ_t``,
         relatedness ``U(0, 1)``, and each task a classification with probability 0.3.
+        ``wide2``: ``wide``'s draws (the same arguments for the same generator state), then each
+        task's number of classes, uniform over ``WIDE2_CLASSES`` (capped at ``output_dim``), so
+        that easy classifications, whose cross-entropy approaches 0 as on multi_digits, are part
+        of the distribution (with 16 classes the accuracies of ``wide`` runs are 0.12-0.75;
+        ``docs/experiments/generalist.md``, "Where the multi_digits effect lives").
 
         Args:
             rng: Source of all draws (the same state gives the same variation).
-            family: ``default`` or ``wide``.
+            family: ``default``, ``wide`` or ``wide2``.
             **fixed: Arguments to set rather than draw (e.g. ``n_tasks=5``, ``n_train=2000``);
                 ``n_tasks`` defaults to 3.
 
@@ -382,8 +396,11 @@ class Synthetic(Benchmark):
         Raises:
             ValueError: An unknown family.
         """
-        if family not in ("default", "wide"):
-            raise ValueError(f"unknown variation family {family!r}; valid choices: default, wide")
+        if family not in cls.VARIATION_FAMILIES:
+            raise ValueError(
+                f"unknown variation family {family!r}; valid choices: "
+                + ", ".join(cls.VARIATION_FAMILIES)
+            )
         ranges = cls.VARIATION_RANGES if family == "default" else cls.WIDE_RANGES
         n_tasks = int(fixed.get("n_tasks", 3))
         lo, hi = ranges["scales"]
@@ -403,10 +420,14 @@ class Synthetic(Benchmark):
             "relatedness": float(rng.uniform(r_lo, r_hi)),
             "seed": int(rng.integers(0, 2**31 - 1)),
         }
-        if family == "wide":
+        if family in ("wide", "wide2"):
             p_class = ranges["classification"][0]
             drawn["kinds"] = [
                 "classification" if c else "regression" for c in rng.random(n_tasks) < p_class
             ]
+        if family == "wide2":
+            cap = int(fixed.get("output_dim", cls.DEFAULT_OUTPUT_DIM))
+            picks = rng.integers(0, len(cls.WIDE2_CLASSES), n_tasks)
+            drawn["classes"] = [min(cls.WIDE2_CLASSES[int(i)], cap) for i in picks]
         drawn.update(fixed)
         return drawn

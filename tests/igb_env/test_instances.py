@@ -162,7 +162,7 @@ def test_variation_may_name_a_family() -> None:
 
 
 def test_an_unknown_variation_family_is_refused_when_the_env_is_built() -> None:
-    message = "unknown variation family 'broad'; valid choices: default, wide"
+    message = "unknown variation family 'broad'; valid choices: default, wide, wide2"
     with pytest.raises(ValueError, match=message):
         make_env({"preset": "smoke", "variation": "broad"})
     with pytest.raises(ValueError, match=message):

@@ -131,7 +131,7 @@ def test_variation_may_name_a_family() -> None:
 
 def test_an_unknown_variation_family_names_the_valid_ones() -> None:
     with pytest.raises(
-        ValueError, match="unknown variation family 'broad'; valid choices: default, wide"
+        ValueError, match=r"unknown variation family 'broad'; valid choices: default, wide, wide2$"
     ):
         instance_kwargs(Synthetic, MethodSpec("synthetic"), 0, variation="broad")
     with pytest.raises(NotImplementedError, match="Toy defines no sample_variation"):

@@ -250,9 +250,32 @@ def test_wide_variation_keeps_fixed_arguments_and_builds() -> None:
 
 def test_unknown_variation_family_is_refused() -> None:
     with pytest.raises(
-        ValueError, match="unknown variation family 'Wide'; valid choices: default, wide"
+        ValueError, match=r"unknown variation family 'Wide'; valid choices: default, wide, wide2$"
     ):
         Synthetic.sample_variation(np.random.default_rng(0), family="Wide")
+
+
+def test_wide2_is_wide_plus_a_number_of_classes() -> None:
+    """``wide2`` draws ``wide``'s arguments first (equal for the same generator state), then the
+    classes: uniform over ``WIDE2_CLASSES``, capped at ``output_dim``."""
+    assert Synthetic.WIDE2_CLASSES == (2, 4, 16)
+    for seed in range(20):
+        wide = Synthetic.sample_variation(np.random.default_rng(seed), family="wide", n_tasks=4)
+        wide2 = Synthetic.sample_variation(np.random.default_rng(seed), family="wide2", n_tasks=4)
+        assert {k: v for k, v in wide2.items() if k != "classes"} == wide
+    rng = np.random.default_rng(0)
+    draws = [Synthetic.sample_variation(rng, family="wide2", n_tasks=4) for _ in range(300)]
+    classes = np.array([d["classes"] for d in draws]).flatten()
+    counts = {c: int((classes == c).sum()) for c in (2, 4, 16)}
+    assert set(classes.tolist()) == {2, 4, 16}, counts
+    assert all(abs(n / 1200 - 1 / 3) < 0.05 for n in counts.values()), counts
+    capped = Synthetic.sample_variation(np.random.default_rng(1), family="wide2", output_dim=5)
+    assert max(capped["classes"]) <= 5
+    kwargs = Synthetic.sample_variation(
+        np.random.default_rng(3), family="wide2", n_tasks=3, **SMALL
+    )
+    bench = make_benchmark("synthetic", **kwargs)
+    assert bench.config()["classes"] == kwargs["classes"]
 
 
 # -- classification tasks -----------------------------------------------------------------------
