@@ -8,6 +8,7 @@ import pytest
 
 from agents.cli import main
 from agents.experiments.config import experiment_from_dict
+from mtl_backends.packaged import builtin_configs
 
 
 def test_an_experiment_may_name_a_shipped_policy() -> None:
@@ -34,8 +35,7 @@ def test_the_cli_resolves_names_and_reports_unknown_ones(
     assert "synthetic, synthetic_tuned_static" in err
     assert main(["train-agent", "nope", "--out", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err
-    # The list is whatever ships in configs/agents, in sorted order: every name is offered.
-    agents_dir = Path(__file__).parents[3] / "configs" / "agents"
-    shipped = sorted(p.stem for p in agents_dir.glob("*.yaml"))
+    # The list is whatever ships (checkout or wheel), in sorted order: every name is offered.
+    shipped = builtin_configs("agents")
     assert {"generalist", "ppo", "sac"} <= set(shipped)
     assert "built-in agents configs: " + ", ".join(shipped) in err
