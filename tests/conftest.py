@@ -15,12 +15,13 @@ import torch
 
 from mtl_backends.benchmarks import Synthetic
 from mtl_backends.config import TrainConfig
+from tests._project import PACKAGES
 from tests._tiny import TINY_SYNTHETIC
 
 torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("mtl_backends", "igb_env", "agents")
+_PYCACHE = pytest.StashKey[str]()  # the session bytecode cache folder
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -47,9 +48,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     prefix = config.stash.get(_PYCACHE, None)
     if prefix is not None:
         shutil.rmtree(prefix, ignore_errors=True)
-
-
-_PYCACHE = pytest.StashKey[str]()
 
 
 @pytest.fixture(autouse=True)

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import agents
+from tests._project import PACKAGES
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("mtl_backends", "igb_env", "agents")
 # Lower layers never import higher ones; inside ``agents`` the RL core never imports the
 # experiment harness or the command line, and the harness never imports the command line.
 LAYERS: dict[str, tuple[str, ...]] = {
