@@ -6,7 +6,9 @@
    parallel env workers until a wall-clock budget or a timestep cap.
 3. Its export (``agents.export``), then the learned policy (``PolicyWeighting`` in a plain
    ``MTLTrainer``, no env, no SB3) on the same held-out seeds: the same experiment with one more
-   weighting (the baseline cells are reused from disk).
+   weighting (the baseline cells are reused from disk), and one more again when the package
+   ships a pretrained policy (``mtl_backends.policy.files.DEFAULT_SHIPPED``): what a user gets
+   without training anything.
 4. One table (``agents.experiments.report.summary_table``: Δm mean ± std over seeds, per-task test
    losses, paired wins against SI and IGBv1, wall time relative to EW), a PNG of the weight
    trajectories of the learned policy and IGBv1 on one held-out seed, and everything under one
@@ -40,6 +42,7 @@ from agents.export import export_run
 from agents.train import train_agent
 from igb_env.config import load_env_config
 from mtl_backends.config import from_dict, load_yaml
+from mtl_backends.policy.files import DEFAULT_SHIPPED, shipped_policies, shipped_policy
 
 SIZES_FILE = Path(__file__).with_name("quickstart.yaml")
 BASELINES: tuple[str, ...] = ("ew", "si", "igbv1")
@@ -79,12 +82,22 @@ FULL, TINY = SIZES["full"], SIZES["tiny"]
 
 
 def quickstart_experiment(
-    size: QuickstartSize, stl_cache: str | None, policy: str | Path | None = None
+    size: QuickstartSize,
+    stl_cache: str | None,
+    policy: str | Path | None = None,
+    shipped: Path | None = None,
 ) -> ExperimentConfig:
-    """The comparison the quickstart runs: EW, SI, IGBv1 (and the policy) on the held-out seeds.
+    """The comparison the quickstart runs: EW, SI, IGBv1 (and the policies) on the held-out seeds.
 
     Each seed is an instance of the env's benchmark (data, initialisation and batch order, as the
     env would draw it), trained with the env's training settings and balancer.
+
+    Args:
+        size: The quickstart's size.
+        stl_cache: Folder of the STL references.
+        policy: The policy just trained and exported (a row ``Policy``).
+        shipped: Folder of a policy shipped in the package (a row ``shipped <folder name>``),
+            which was never trained on these instances.
     """
     env = load_env_config(dict(size.env))
     bench = BenchmarkEntry(
@@ -97,6 +110,10 @@ def quickstart_experiment(
     weightings = [MethodEntry(name) for name in BASELINES]
     if policy is not None:
         weightings.append(MethodEntry("policy", {"path": str(policy)}))
+    if shipped is not None:
+        weightings.append(
+            MethodEntry("policy", {"path": str(shipped)}, label=f"shipped {shipped.name}")
+        )
     return ExperimentConfig(
         benchmarks=(bench,),
         weightings=tuple(weightings),
@@ -123,6 +140,7 @@ def plot_weights(plan: GridPlan, records: Mapping[str, dict[str, Any]], path: Pa
         if (
             cell.seed != seed
             or cell.weighting.name not in ("policy", "igbv1")
+            or cell.weighting.label is not None  # only the policy trained here, against IGBv1
             or "trajectories" not in rec
         ):
             continue
@@ -215,7 +233,11 @@ def quickstart(
             "seeds ...",
             flush=True,
         )
-        experiment = quickstart_experiment(size, stl_cache, policy)
+        # The shipped policy (if this install has one) beside the one just trained: what a user
+        # gets with no training at all.
+        # (Resolved here, so the workers load the same folder.)
+        shipped = shipped_policy() if DEFAULT_SHIPPED in shipped_policies() else None
+        experiment = quickstart_experiment(size, stl_cache, policy, shipped)
         compare(experiment, out, runner=backend, progress_bar=progress_bar)
 
     plan = plan_grid(experiment)
