@@ -44,6 +44,8 @@ def _vec_worker(remote: Connection, parent: Connection, factory: Callable[[], Ve
     exit_with_parent()
     torch.set_num_threads(1)
     venv = factory()
+    # The step's result (or its exception) between ``step_async`` and ``step_wait``.
+    pending: VecEnvStepReturn | BaseException | None = None
     try:
         while True:
             try:
@@ -58,9 +60,20 @@ def _vec_worker(remote: Connection, parent: Connection, factory: Callable[[], Ve
                 obs = venv.reset()
                 remote.send((obs, venv.reset_infos))
             elif cmd == "step_async":
-                venv.step_async(data)
+                # Step now, not at ``step_wait``: the parent sends every group's actions before
+                # collecting any result, so the groups compute at the same time only if each
+                # starts when its actions arrive (a batched or dummy VecEnv defers its work to
+                # ``step_wait``, which would run the groups one after another).
+                try:
+                    venv.step_async(data)
+                    pending = venv.step_wait()
+                except Exception as error:  # raised at step_wait, where the caller expects it
+                    pending = error
             elif cmd == "step_wait":
-                remote.send(venv.step_wait())
+                result, pending = pending, None
+                if isinstance(result, BaseException):
+                    raise result
+                remote.send(result)
             elif cmd == "get_attr":
                 remote.send(venv.get_attr(data[0], data[1]))
             elif cmd == "set_attr":
@@ -81,9 +94,10 @@ def _vec_worker(remote: Connection, parent: Connection, factory: Callable[[], Ve
 class WorkerVecEnv(VecEnv):
     """A whole ``VecEnv`` (e.g. one env group's ``BatchedVecEnv``) built and stepped in a worker.
 
-    ``step_async`` returns at once, so the groups of a ``PaddedVecEnv`` step in parallel, one
-    process (and one core) each; results equal the in-process group's bit for bit (the worker runs
-    the same code with one torch thread). Attribute and method calls are forwarded.
+    ``step_async`` returns at once and the worker steps right away (``step_wait`` only collects),
+    so the groups of a ``PaddedVecEnv`` step in parallel, one process (and one core) each;
+    results equal the in-process group's bit for bit (the worker runs the same code with one
+    torch thread). Attribute and method calls are forwarded.
 
     Args:
         factory: Builds the ``VecEnv`` in the worker (picklable: a module-level function or a

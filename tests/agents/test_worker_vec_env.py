@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import pytest
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from agents.config import AgentConfig
 from agents.padded_vec_env import PaddedVecEnv
@@ -70,3 +76,50 @@ def test_group_processes_need_a_batched_set_policy() -> None:
         AgentConfig(group_processes=True)
     with pytest.raises(ConfigError, match="group_processes applies"):
         dataclasses.replace(SET_AGENT, vec_env="dummy", group_processes=True)
+
+
+class _MarkerEnv(gym.Env[np.ndarray, np.ndarray]):
+    """An env whose step writes a file: proof that the step ran."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def __init__(self, marker: str) -> None:
+        self.marker = Path(marker)
+
+    def reset(self, *, seed: int | None = None, options: Any = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        self.marker.write_text("stepped")
+        return np.zeros(1, np.float32), 1.0, False, False, {}
+
+
+def _marker_venv(marker: str) -> VecEnv:
+    # DummyVecEnv, like the batched env, does its work in step_wait, not in step_async.
+    return DummyVecEnv([partial(_MarkerEnv, marker)])
+
+
+def test_workers_start_their_step_when_the_actions_arrive(tmp_path: Path) -> None:
+    # PaddedVecEnv sends every group its actions, then collects the results one by one: the groups
+    # run in parallel only if each worker steps at step_async. Before this was so, the workers
+    # of a 5-group agent ran one at a time (one core busy of two).
+    markers = [tmp_path / f"group{i}" for i in range(2)]
+    venvs = [WorkerVecEnv(partial(_marker_venv, str(m))) for m in markers]
+    try:
+        for venv in venvs:
+            venv.reset()
+        for venv in venvs:
+            venv.step_async(np.zeros((1, 1), np.float32))
+        deadline = time.monotonic() + 60.0
+        while not all(m.exists() for m in markers):  # no step_wait was called yet
+            assert time.monotonic() < deadline, "a worker waited for step_wait to step"
+            time.sleep(0.01)
+        for venv in venvs:
+            obs, rewards, dones, _ = venv.step_wait()
+            assert np.asarray(obs).shape == (1, 1)
+            assert rewards.tolist() == [1.0] and not dones.any()
+    finally:
+        for venv in venvs:
+            venv.close()
