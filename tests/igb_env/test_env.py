@@ -309,7 +309,7 @@ def test_pinned_episode_regression(
         done = term or trunc
     assert len(rewards) == 20
     # Same machine, same run: bit for bit (test_same_seed_same_episode_...). Across CPUs
-    # torch's kernels may round differently (AVX2 vs AVX-512), and min_gap_decrease's rewards are
+    # torch's kernels may round differently (other SIMD paths), and min_gap_decrease's rewards are
     # differences of nearly equal gaps, which turn last-bit changes into ~2e-7 relative on its
     # return (measured: -0.16708089 on an AVX-512 machine against the recorded -0.16708086); a
     # change to the MDP moves the return by far more than 1e-6.
