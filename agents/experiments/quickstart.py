@@ -234,8 +234,7 @@ def quickstart(
             flush=True,
         )
         # The shipped policy (if this install has one) beside the one just trained: what a user
-        # gets with no training at all.
-        # (Resolved here, so the workers load the same folder.)
+        # gets with no training at all. Resolved to a folder here, so the workers load the same one.
         shipped = shipped_policy() if DEFAULT_SHIPPED in shipped_policies() else None
         experiment = quickstart_experiment(size, stl_cache, policy, shipped)
         compare(experiment, out, runner=backend, progress_bar=progress_bar)
