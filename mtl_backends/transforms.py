@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -52,8 +53,8 @@ def apply_transform(
         return losses
     margin = losses - lower_bounds.to(losses)
     detached = margin.detach()
-    bad = ~(detached >= 0) | ~torch.isfinite(detached)
-    if bool(bad.any()):
+    if not _all_valid(detached):
+        bad = ~(detached >= 0) | ~torch.isfinite(detached)
         idx = int(torch.nonzero(bad)[0])
         task = task_names[idx] if task_names is not None else f"#{idx}"
         raise ValueError(
@@ -62,3 +63,15 @@ def apply_transform(
             "transform needs L >= L*. Declare a lower bound at or below the reachable loss."
         )
     return torch.log(margin + eps)
+
+
+def _all_valid(margin: Tensor) -> bool:
+    """Whether every margin is finite and ``>= 0`` (NaN fails ``>= 0``).
+
+    On CPU the check reads a numpy view: it runs at every training step, and torch's per-op
+    dispatch of the four small ops cost several microseconds of a ~1 ms step.
+    """
+    if margin.device.type == "cpu" and margin.dtype in (torch.float32, torch.float64):
+        values = margin.numpy()
+        return bool(np.isfinite(values).all() and (values >= 0).all())
+    return bool(((margin >= 0) & torch.isfinite(margin)).all())

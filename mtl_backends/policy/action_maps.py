@@ -220,10 +220,16 @@ class InterpMap(ActionMap):
         gaps = tracker.gaps.detach().to("cpu", torch.float64)
         if prepared is None:
             return scaled_softmax(gaps).to(torch.float32)  # the zero action: IGBv1
-        margin = tracker.losses.to(torch.float64) - tracker.lower_bounds.to(torch.float64)
-        log_loss = torch.log(margin.clamp_min(0.0) + 1e-8)
-        residual, p, q = prepared[..., :-2], prepared[..., -2:-1], prepared[..., -1:]
-        return scaled_softmax(p * log_loss + q * gaps + residual).to(torch.float32)
+        # The elementwise arithmetic runs on numpy views (the same IEEE operations in the same
+        # order, so bit for bit torch's result) without torch's per-op dispatch: this map runs at
+        # every training step. The log and the softmax stay torch's (their kernels may round
+        # differently from numpy's).
+        losses = tracker.losses.detach().to("cpu", torch.float64).numpy()
+        margin = losses - tracker.lower_bounds.detach().to("cpu", torch.float64).numpy()
+        log_loss = torch.log(torch.from_numpy(np.maximum(margin, 0.0) + 1e-8)).numpy()
+        a = prepared.detach().to("cpu", torch.float64).numpy()
+        logits = a[..., -2:-1] * log_loss + a[..., -1:] * gaps.numpy() + a[..., :-2]
+        return scaled_softmax(torch.from_numpy(logits)).to(torch.float32)
 
 
 ACTION_MAPS: dict[str, type[ActionMap]] = {

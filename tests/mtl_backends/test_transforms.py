@@ -18,11 +18,17 @@ def test_log_subtracts_lower_bound() -> None:
     torch.testing.assert_close(out, torch.log(torch.tensor([2.0, 2.0])))
 
 
-@pytest.mark.parametrize("value", [-1e-6, -1.0, float("nan"), float("inf")])
-def test_log_rejects_loss_below_bound_naming_task(value: float) -> None:
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("value", [-1e-6, -1.0, float("nan"), float("inf"), float("-inf")])
+def test_log_rejects_loss_below_bound_naming_task(value: float, dtype: torch.dtype) -> None:
+    """Every dtype a trainer can produce (bfloat16 under autocast takes the torch check, the
+    others a numpy view), the loss the second of two."""
     with pytest.raises(ValueError, match=r"task 'depth'.*lower bound"):
         apply_transform(
-            "log", torch.tensor([1.0, value]), torch.zeros(2), task_names=("seg", "depth")
+            "log",
+            torch.tensor([1.0, value], dtype=dtype),
+            torch.zeros(2),
+            task_names=("seg", "depth"),
         )
 
 

@@ -177,6 +177,26 @@ def test_interp_weights_follow_the_formula(
     assert float(w.double().sum()) == pytest.approx(t, rel=1e-5)
 
 
+@settings(max_examples=80, deadline=None)
+@given(data=st.data(), tracker=_run_states(), tau=st.floats(0.1, 3.0))
+def test_interp_equals_its_formula_in_torch_ops_bit_for_bit(
+    data: st.DataObject, tracker: GapTracker, tau: float
+) -> None:
+    """The map's numpy arithmetic gives torch's float64 ops' result exactly (same IEEE operations
+    in the same order), so runs recorded before it moved off torch's dispatch are reproduced."""
+    t = tracker.n_tasks
+    action = np.array(data.draw(st.lists(st.floats(-2.0, 2.0), min_size=t + 2, max_size=t + 2)))
+    amap = InterpMap(tau)
+    prepared = amap.prepare(torch.from_numpy(action))
+    assert tracker.gaps is not None and tracker.losses is not None
+    margin = tracker.losses - tracker.lower_bounds
+    log_loss = torch.log(margin.clamp_min(0.0) + 1e-8)
+    residual, p, q = prepared[:-2], prepared[-2:-1], prepared[-1:]
+    logits = p * log_loss + q * tracker.gaps + residual
+    expected = (t * torch.softmax(logits, dim=-1)).to(torch.float32)
+    assert torch.equal(amap.weights(prepared, tracker), expected)
+
+
 def test_interp_q_zero_is_si_plus_the_residual() -> None:
     """``a_q = -1`` (``q = 0``) and ``a_p ≤ 0`` (``p = 0``): ``T softmax(τ a)``, the absolute
     map's weights of the per-task entries, whatever the losses."""
