@@ -9,12 +9,12 @@ whether the target is met:
 * qm9-20k: ``− IGBv1`` and ``− SI`` below 0;
 * multi_digits: ``− IGBv1`` and ``− SI`` below 0, and ``− EW`` within noise or better (the
   interval's lower end at or below 0);
-* with a balancer underneath (``--balancer db_mtl``): ``− SI + db_mtl`` below 0 on synthetic and
+* with a balancer underneath (``--balancer DB-MTL``): ``− SI + DB-MTL`` below 0 on synthetic and
   multi_digits.
 
     python docs/experiments/scripts/generalist_targets.py runs/generalist/results.csv
     python docs/experiments/scripts/generalist_targets.py runs/generalist/results.csv \
-        --balancer db_mtl --policy "generalist s"
+        --balancer DB-MTL --policy "generalist s"
 
 "below 0" means the interval's upper end is below 0; a row with fewer than two common seeds has no
 interval and is reported as not met.
@@ -77,7 +77,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("csv", type=Path)
     parser.add_argument("--policy", default="generalist s", help="label prefix of the agent rows")
-    parser.add_argument("--balancer", default="sum", help="balancer under every row")
+    parser.add_argument(
+        "--balancer", default="sum", help="balancer label under every row (sum, DB-MTL, ...)"
+    )
     args = parser.parse_args()
     data = load(args.csv)
     suffix = "" if args.balancer == "sum" else f" + {args.balancer}"
