@@ -31,10 +31,33 @@ from agents.vec_env import make_worker_env, padded_layout
 from agents.worker_vec_env import preload_workers
 from igb_env import rollout_baseline
 from igb_env.config import held_out_config, load_env_config
+from mtl_backends.balancers import GRADIENT_BALANCERS
 from mtl_backends.lifetime import exit_with_parent
 from mtl_backends.registry import ConfigError
+from mtl_backends.weightings import LOSS_WEIGHTINGS
 
 REFERENCE_BASELINES: tuple[str, ...] = ("ew", "igbv1")
+#: The unit-weight reference on log losses, in EW's place where the env's balancer requires the
+#: ``log`` transform (e.g. ``db_mtl``, which EW's raw losses cannot run under).
+LOG_UNIT_BASELINE = "si"
+
+
+def reference_baselines(env_config: Mapping[str, Any]) -> tuple[str, ...]:
+    """``REFERENCE_BASELINES`` that can run under the env's balancer (SI in EW's place if not).
+
+    A balancer that requires a loss transform refuses weightings declaring another one (the
+    trainer's transform conflict); the reference lines then use the unit weighting on that
+    transform, so an agent trained with ``db_mtl`` underneath still has two reference lines.
+    """
+    balancer = load_env_config(dict(env_config)).balancer.name
+    required = getattr(GRADIENT_BALANCERS.get(balancer), "requires_transform", None)
+    if required is None:
+        return REFERENCE_BASELINES
+    out = []
+    for name in REFERENCE_BASELINES:
+        declared = getattr(LOSS_WEIGHTINGS.get(name), "transform", None)
+        out.append(name if declared == required else LOG_UNIT_BASELINE)
+    return tuple(dict.fromkeys(out))
 
 
 def _rollout_return(env_config: dict[str, Any], weighting: str, instance: int) -> float:
@@ -50,7 +73,7 @@ def reference_returns(
     workers: int = 1,
     executor: Executor | None = None,
 ) -> dict[str, float]:
-    """Mean episode return of EW and IGBv1 on ``n_instances`` training instances.
+    """Mean episode return of EW and IGBv1 (``reference_baselines``) on a few training instances.
 
     The instances are drawn from the env's training range with ``numpy.random.default_rng(seed)``;
     both baselines run on the same ones (``igb_env.rollout_baseline``: the env's trainer, decision
@@ -68,7 +91,8 @@ def reference_returns(
     train_set = load_env_config(dict(env_config)).train_instances
     picks = np.random.default_rng(seed).integers(0, len(train_set), n_instances)
     instances = [int(train_set[int(i)]) for i in picks]
-    jobs = [(dict(env_config), name, inst) for name in REFERENCE_BASELINES for inst in instances]
+    names = reference_baselines(env_config)
+    jobs = [(dict(env_config), name, inst) for name in names for inst in instances]
     if executor is not None:
         returns = list(executor.map(_rollout_return, *zip(*jobs, strict=True)))
     elif workers > 1:
@@ -79,8 +103,7 @@ def reference_returns(
     else:
         returns = [_rollout_return(*job) for job in jobs]
     per = {
-        name: [r for (_, n, _), r in zip(jobs, returns, strict=True) if n == name]
-        for name in REFERENCE_BASELINES
+        name: [r for (_, n, _), r in zip(jobs, returns, strict=True) if n == name] for name in names
     }
     return {name: float(np.mean(values)) for name, values in per.items()}
 

@@ -13,10 +13,16 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from agents.build import build_model
 from agents.config import AgentConfig, group_env_configs, load_agent_config
 from agents.padded_vec_env import PaddedVecEnv
-from agents.references import held_out_episodes, held_out_eval_env, reference_returns
+from agents.references import (
+    held_out_episodes,
+    held_out_eval_env,
+    reference_baselines,
+    reference_returns,
+)
 from agents.set_policy import SetActorCriticPolicy
 from agents.train import load_model, train_agent
 from agents.vec_env import make_vec_env, spawn_seeds
+from igb_env import rollout_baseline
 from igb_env.config import load_env_config
 from mtl_backends.registry import ConfigError
 from tests.agents._configs import SET_GROUPS, TINY_ENV, tiny_agent, tiny_set_agent
@@ -240,3 +246,17 @@ def test_set_policy_eval_env_refusals() -> None:
         with pytest.raises(ConfigError) as err:
             check(uneven)
         assert str(err.value) == "the env groups' test sets must have one size, got [1, 2]"
+
+
+def test_reference_lines_under_a_log_transform_balancer_use_si_in_ew_s_place() -> None:
+    """DB-MTL refuses EW's raw losses (a transform conflict), so an agent trained with it
+    underneath has SI and IGBv1 as its reference lines, each the plain rollout's return."""
+    assert reference_baselines(TINY_ENV) == ("ew", "igbv1")
+    env = {**TINY_ENV, "balancer": "db_mtl"}
+    assert reference_baselines(env) == ("si", "igbv1")
+    returns = reference_returns(env, 1, seed=0)
+    assert set(returns) == {"si", "igbv1"}
+    train_set = load_env_config(env).train_instances
+    instance = int(train_set[int(np.random.default_rng(0).integers(0, len(train_set), 1)[0])])
+    expected = rollout_baseline(env, "si", instance).total_reward
+    assert returns["si"] == pytest.approx(expected, rel=1e-12)
