@@ -26,15 +26,15 @@ from agents.config import (
     AgentConfig,
     group_env_configs,
 )
+from agents.experiments.config import MethodEntry
+from agents.experiments.grid import transform_conflict
 from agents.padded_vec_env import PaddedVecEnv
 from agents.vec_env import make_worker_env, padded_layout
 from agents.worker_vec_env import preload_workers
 from igb_env import rollout_baseline
-from igb_env.config import held_out_config, load_env_config
-from mtl_backends.balancers import GRADIENT_BALANCERS
+from igb_env.config import EnvConfig, held_out_config, load_env_config
 from mtl_backends.lifetime import exit_with_parent
 from mtl_backends.registry import ConfigError
-from mtl_backends.weightings import LOSS_WEIGHTINGS
 
 REFERENCE_BASELINES: tuple[str, ...] = ("ew", "igbv1")
 #: The unit-weight reference on log losses, in EW's place where the env's balancer requires the
@@ -42,22 +42,19 @@ REFERENCE_BASELINES: tuple[str, ...] = ("ew", "igbv1")
 LOG_UNIT_BASELINE = "si"
 
 
-def reference_baselines(env_config: Mapping[str, Any]) -> tuple[str, ...]:
+def reference_baselines(env_config: EnvConfig | Mapping[str, Any]) -> tuple[str, ...]:
     """``REFERENCE_BASELINES`` that can run under the env's balancer (SI in EW's place if not).
 
     A balancer that requires a loss transform refuses weightings declaring another one (the
-    trainer's transform conflict); the reference lines then use the unit weighting on that
+    grid's ``transform_conflict``); the reference lines then use the unit weighting on the log
     transform, so an agent trained with ``db_mtl`` underneath still has two reference lines.
     """
-    balancer = load_env_config(dict(env_config)).balancer.name
-    required = getattr(GRADIENT_BALANCERS.get(balancer), "requires_transform", None)
-    if required is None:
-        return REFERENCE_BASELINES
-    out = []
-    for name in REFERENCE_BASELINES:
-        declared = getattr(LOSS_WEIGHTINGS.get(name), "transform", None)
-        out.append(name if declared == required else LOG_UNIT_BASELINE)
-    return tuple(dict.fromkeys(out))
+    balancer = MethodEntry(load_env_config(env_config).balancer.name)
+    names = (
+        LOG_UNIT_BASELINE if transform_conflict(MethodEntry(name), balancer) else name
+        for name in REFERENCE_BASELINES
+    )
+    return tuple(dict.fromkeys(names))
 
 
 def _rollout_return(env_config: dict[str, Any], weighting: str, instance: int) -> float:
@@ -88,10 +85,11 @@ def reference_returns(
     """
     if n_instances < 1:
         return {}
-    train_set = load_env_config(dict(env_config)).train_instances
+    cfg = load_env_config(dict(env_config))
+    train_set = cfg.train_instances
     picks = np.random.default_rng(seed).integers(0, len(train_set), n_instances)
     instances = [int(train_set[int(i)]) for i in picks]
-    names = reference_baselines(env_config)
+    names = reference_baselines(cfg)
     jobs = [(dict(env_config), name, inst) for name in names for inst in instances]
     if executor is not None:
         returns = list(executor.map(_rollout_return, *zip(*jobs, strict=True)))

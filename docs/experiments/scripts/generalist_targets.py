@@ -28,6 +28,8 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
+from paired_from_csv import row_label  # this folder's script: the same row labels
+
 from agents.experiments.stats import Paired, paired
 
 SYNTHETIC_PREFIX = "synthetic-wide"
@@ -38,12 +40,8 @@ def load(path: Path) -> dict[tuple[str, str], dict[int, float]]:
     out: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
     with path.open() as fh:
         for row in csv.DictReader(fh):
-            if row["status"] != "ok":
-                continue
-            label = row["weighting"]
-            if row["balancer"] != "sum" or row["flat_rho"]:
-                label = f"{label} + {row['balancer']}"
-            out[(row["benchmark"], label)][int(row["seed"])] = float(row["delta_m"])
+            if row["status"] == "ok":
+                out[(row["benchmark"], row_label(row))][int(row["seed"])] = float(row["delta_m"])
     return out
 
 
