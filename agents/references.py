@@ -26,13 +26,12 @@ from agents.config import (
     AgentConfig,
     group_env_configs,
 )
-from agents.experiments.config import MethodEntry
-from agents.experiments.grid import transform_conflict
 from agents.padded_vec_env import PaddedVecEnv
 from agents.vec_env import make_worker_env, padded_layout
 from agents.worker_vec_env import preload_workers
 from igb_env import rollout_baseline
 from igb_env.config import EnvConfig, held_out_config, load_env_config
+from mtl_backends.build import transform_conflict
 from mtl_backends.lifetime import exit_with_parent
 from mtl_backends.registry import ConfigError
 
@@ -45,13 +44,13 @@ LOG_UNIT_BASELINE = "si"
 def reference_baselines(env_config: EnvConfig | Mapping[str, Any]) -> tuple[str, ...]:
     """``REFERENCE_BASELINES`` that can run under the env's balancer (SI in EW's place if not).
 
-    A balancer that requires a loss transform refuses weightings declaring another one (the
-    grid's ``transform_conflict``); the reference lines then use the unit weighting on the log
-    transform, so an agent trained with ``db_mtl`` underneath still has two reference lines.
+    A balancer that requires a loss transform refuses weightings declaring another one
+    (``mtl_backends.build.transform_conflict``); the reference lines then use the unit weighting
+    on the log transform, so an agent trained with ``db_mtl`` underneath still has two lines.
     """
-    balancer = MethodEntry(load_env_config(env_config).balancer.name)
+    balancer = load_env_config(env_config).balancer.name
     names = (
-        LOG_UNIT_BASELINE if transform_conflict(MethodEntry(name), balancer) else name
+        LOG_UNIT_BASELINE if transform_conflict(name, balancer) else name
         for name in REFERENCE_BASELINES
     )
     return tuple(dict.fromkeys(names))

@@ -60,4 +60,19 @@ def build_trainer(
     )
 
 
-__all__ = ["build_trainer"]
+def transform_conflict(weighting: str, balancer: str) -> str | None:
+    """Why ``weighting`` cannot run under ``balancer`` (their declared transforms differ), or None.
+
+    Unknown names give ``None``: the registries report those, with the valid choices.
+    """
+    declared = getattr(LOSS_WEIGHTINGS.get(weighting), "transform", None)
+    required = getattr(GRADIENT_BALANCERS.get(balancer), "requires_transform", None)
+    if isinstance(declared, str) and isinstance(required, str) and declared != required:
+        return (
+            f"transform conflict: balancer {balancer!r} requires the {required!r} transform "
+            f"but weighting {weighting!r} declares {declared!r}"
+        )
+    return None
+
+
+__all__ = ["build_trainer", "transform_conflict"]

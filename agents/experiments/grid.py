@@ -21,7 +21,7 @@ from agents.experiments.config import (
     MethodEntry,
     digest,
 )
-from mtl_backends.balancers import GRADIENT_BALANCERS
+from mtl_backends.build import transform_conflict as build_transform_conflict
 from mtl_backends.config import TrainConfig, key_dict
 from mtl_backends.policy.onnx_export import ONNX_FILE
 from mtl_backends.weightings import LOSS_WEIGHTINGS
@@ -118,14 +118,7 @@ def _path_digests(name: str, kwargs: Mapping[str, Any]) -> dict[str, str]:
 
 def transform_conflict(weighting: MethodEntry, balancer: MethodEntry) -> str | None:
     """The reason a (weighting, balancer) pair cannot run, from the declared transforms, or None."""
-    declared = getattr(LOSS_WEIGHTINGS.get(weighting.name), "transform", None)
-    required = getattr(GRADIENT_BALANCERS.get(balancer.name), "requires_transform", None)
-    if isinstance(declared, str) and isinstance(required, str) and declared != required:
-        return (
-            f"transform conflict: balancer {balancer.name!r} requires the {required!r} transform "
-            f"but weighting {weighting.name!r} declares {declared!r}"
-        )
-    return None
+    return build_transform_conflict(weighting.name, balancer.name)
 
 
 @dataclass(frozen=True)
