@@ -2,8 +2,8 @@
 
 **Agent seeds in a grid.** An experiment runs an exported policy as one weighting entry (one
 folder, one label), so the agent seeds of one design are separate entries, labelled by a trailing
-agent-seed marker: ``generalist s0`` / ``generalist s1`` (``docs/experiments/scripts/
-generalist_compare.yaml``), ``learned policy, agent seed 1`` or ``learned policy (agent seed 2)``.
+agent-seed marker: ``generalist s0`` / ``generalist s1`` (``configs/experiments/generalist.yaml``),
+``learned policy, agent seed 1`` or ``learned policy (agent seed 2)``.
 ``runs_rows`` merges the rows whose weighting labels differ only by that marker (same balancer) into
 one row whose *runs* are its (agent seed x run seed) cells. Every other row's runs are its run
 seeds; a method that trains an agent inside each run (IGBv2) has one agent per run, so its runs
