@@ -26,6 +26,7 @@ import torch
 from igb_env.config import EnvConfig
 from igb_env.instances import BenchmarkCache
 from igb_env.rewards import RewardInput, get_reward
+from mtl_backends.balancers import GradientBalancer, make_balancer
 from mtl_backends.benchmarks import Benchmark
 from mtl_backends.gaps import GapTracker, second_epoch_window
 from mtl_backends.policy.action_maps import HeldAction, StackedGaps
@@ -103,6 +104,7 @@ class BatchedEpisodes:
                 [self.config.train_for(int(i)) for i in instances],
                 "log",
                 adam=self.adam,
+                balancer=self._balancer(),
             )
             self.trackers = [
                 self._tracker(b, int(i)) for b, i in zip(benches, instances, strict=True)
@@ -146,6 +148,10 @@ class BatchedEpisodes:
             self._install(i, bench, int(inst))
             mask[i] = True
         self._base_windows(mask)
+
+    def _balancer(self) -> GradientBalancer:
+        """The env's gradient balancer; the stacked trainer gives every slot its own copy."""
+        return make_balancer(self.config.balancer.name, **self.config.balancer.kwargs)
 
     def _benchmark(self, instance: int) -> Benchmark:
         return self.benchmarks.get(instance)
@@ -380,6 +386,7 @@ class BatchedEpisodes:
                 [self.config.train_for(int(i)) for i in state["instances"]],
                 "log",
                 adam=self.adam,
+                balancer=self._balancer(),
             )
             self._val_rows = min(self.config.val_batch_size, len(benches[0].split("val")))
         self.trainer.load_state_dict(state["trainer"])

@@ -49,7 +49,6 @@ from igb_env.instances import (
     reset_options,
 )
 from igb_env.observations import observation_space
-from mtl_backends.balancers import GRADIENT_BALANCERS
 from mtl_backends.features import FeatureTable
 from mtl_backends.policy.action_maps import make_action_map
 from mtl_backends.registry import ConfigError
@@ -67,26 +66,16 @@ def check_batchable(config: EnvConfig) -> None:
     """Refuse an env configuration the stacked trainer cannot train.
 
     Raises:
-        ConfigError: A balancer that needs per-task gradients, or training settings the stacked
-            trainer does not implement (naming ``vec_env: subproc`` as the alternative).
+        ConfigError: Training settings the stacked trainer does not implement (naming
+            ``vec_env: subproc`` as the alternative).
     """
-    balancer = GRADIENT_BALANCERS.get(config.balancer.name)
-    problem = None
-    if balancer is not None and balancer.needs_jacobian:
-        problem = (
-            f"balancer {config.balancer.name!r} needs per-task gradients, which the batched env "
-            "does not compute (it supports the 'sum' balancer)"
-        )
-    else:
-        try:
-            check_stackable_config(config.train)
-        except ValueError as err:
-            problem = str(err)
-    if problem is not None:
+    try:
+        check_stackable_config(config.train)
+    except ValueError as err:
         raise ConfigError(
-            f"the batched env cannot train this configuration: {problem}; use separate envs "
+            f"the batched env cannot train this configuration: {err}; use separate envs "
             "(agent config vec_env: subproc or dummy)"
-        )
+        ) from err
 
 
 class BatchedIGBEnv(VectorEnv):

@@ -13,7 +13,12 @@ handful of batched kernels:
   the N per-slot gradients (slots share no parameter); one reverse pass through the vmapped
   graph computes them all, so ``forward()`` and ``apply()`` keep ``MTLTrainer``'s two-phase API
   without a second forward pass;
-* ``SlotAdam`` keeps each slot's step count and learning rate (``mtl_backends.stacked.adam``).
+* ``SlotAdam`` keeps each slot's step count and learning rate (``mtl_backends.stacked.adam``);
+* with a gradient balancer that needs per-task gradients (``balancer=``, e.g. ``db_mtl``), one
+  batched reverse pass (``is_grads_batched``, one task per batch entry) gives every slot's
+  Jacobian ``[T, P]`` of the shared parameters at once; each slot's own copy of the balancer (its
+  own state, e.g. DB-MTL's EMA gradients) combines its rows as ``MTLTrainer``'s
+  ``JacobianUpdate`` does, and the heads get ``∇ Σ_t w_t h_t l_t`` in a second pass.
 
 Losses and parameters equal ``MTLTrainer``'s to float rounding, not bit for bit: batched matrix
 products round differently from single ones (measured: 2.5e-7 relative on losses after 30 steps,
@@ -36,6 +41,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from mtl_backends.balancers.base import GradientBalancer
 from mtl_backends.benchmarks import Benchmark, make_benchmark
 from mtl_backends.config import TrainConfig, resolve_device
 from mtl_backends.stacked.adam import AdamImpl, SlotAdam
@@ -48,6 +54,7 @@ from mtl_backends.stacked.models import (
     signature,
 )
 from mtl_backends.trainer import explosion_limit, lr_factor, trainer_seeds
+from mtl_backends.updates.jacobian import JACOBIAN_METHODS
 
 LossesFn = Callable[[list[Tensor], Tensor], Tensor]
 """``losses(outputs, targets) -> [T]``, the signature of ``Benchmark.losses``."""
@@ -106,11 +113,11 @@ class StackedStepResult:
 class StackedTrainer:
     """N independent MTL runs of one benchmark configuration, trained in lockstep.
 
-    Slot ``i`` reproduces ``MTLTrainer(benchmarks[i], weighting, make_balancer("sum"),
-    configs[i], seed=seeds[i])`` stepped with explicit weights (``weighting.transform ==
-    transform``): same initial model, batch order, learning-rate schedule and Adam. Losses and
-    parameters match to float rounding (batched matrix products round differently from single
-    ones; see ``NOTES.md``).
+    Slot ``i`` reproduces ``MTLTrainer(benchmarks[i], weighting, balancer, configs[i],
+    seed=seeds[i])`` stepped with explicit weights (``weighting.transform == transform``; the
+    balancer ``sum`` unless ``balancer`` is given): same initial model, batch order, balancer
+    state, learning-rate schedule and Adam. Losses and parameters match to float rounding
+    (batched matrix products round differently from single ones; see ``NOTES.md``).
 
     Args:
         benchmarks: One benchmark per slot. All share the model architecture, ``T``, the
@@ -128,10 +135,15 @@ class StackedTrainer:
             to ``"foreach"`` on a torch without ``torch._fused_adam_``.
         check_losses: Check, whenever a slot is filled, that ``losses_fn`` agrees with the
             slot's ``benchmark.losses`` on the slot's first ``batch_size`` training rows.
+        balancer: A gradient balancer (``None``: ``sum``). Every slot gets its own copy, reset
+            at each new run with the balancer seed ``MTLTrainer`` gives it; a balancer with
+            ``needs_jacobian`` makes every step compute per-task gradients of the shared
+            parameters (the model's ``shared_parameters()``), ``config.jacobian``'s method.
 
     Raises:
-        ValueError: Incompatible slots, an unsupported config or model, or a losses function
-            that cannot be vmapped.
+        ValueError: Incompatible slots, an unsupported config or model, a losses function
+            that cannot be vmapped, or a balancer whose required loss transform differs from
+            ``transform`` or whose model declares no shared parameters.
     """
 
     def __init__(
@@ -144,6 +156,7 @@ class StackedTrainer:
         losses_fn: LossesFn | None = None,
         adam: AdamImpl = "fused",
         check_losses: bool = True,
+        balancer: GradientBalancer | None = None,
     ) -> None:
         n = len(benchmarks)
         if n < 1:
@@ -163,6 +176,22 @@ class StackedTrainer:
         self._reference_config = config_list[0]
         for c in config_list:
             _check_config(c, self._reference_config)
+        needed = None if balancer is None else balancer.requires_transform
+        if needed is not None and needed != transform:
+            raise ValueError(
+                f"balancer {type(balancer).__name__} requires the {needed!r} loss transform, the "
+                f"trainer uses {transform!r}"
+            )
+        # Only a balancer that reads per-task gradients changes the update; ``sum`` and any
+        # other ``needs_jacobian = False`` balancer keep the single summed backward pass.
+        self._balancer = balancer if balancer is not None and balancer.needs_jacobian else None
+        self._balancers: list[GradientBalancer] = []
+        method = self._reference_config.jacobian
+        if method not in JACOBIAN_METHODS:
+            raise ValueError(
+                f"unknown jacobian method {method!r}; valid choices: {', '.join(JACOBIAN_METHODS)}"
+            )
+        self._jacobian_method = method
         self.transform = transform
         self._adam_impl: AdamImpl = adam
         self.check_losses = check_losses
@@ -179,6 +208,7 @@ class StackedTrainer:
         self._skeleton = copy.deepcopy(models[0]).to("meta")
         params, _ = stack_module_state(models)
         self._params: dict[str, Tensor] = params
+        self._shared_names = self._shared_parameter_names(models[0])
         self._trainable = [name for name, _, _, grad in self._signature if grad]
         self._leaves = [self._params[name] for name in self._trainable]
 
@@ -237,10 +267,28 @@ class StackedTrainer:
             self._batched_losses = vmap(slot_losses)
             self._batched_outputs = vmap(slot_outputs)
 
+        if self._balancer is not None:
+            self._balancers = [copy.deepcopy(self._balancer) for _ in range(n)]
         for i, (b, s, c, m) in enumerate(zip(benchmarks, seeds, config_list, models, strict=True)):
             self._install(i, b, int(s), c, m, copy_params=False)
         self._adopt_gradient_layout()
         self.adam = SlotAdam(self._leaves, self._orders, self._adam_impl)
+
+    def _shared_parameter_names(self, model: nn.Module) -> frozenset[str]:
+        """Names of the parameters a balancer balances (``shared_parameters()``; none for sum)."""
+        if self._balancer is None:
+            return frozenset()
+        shared_fn = getattr(model, "shared_parameters", None)
+        if not callable(shared_fn):
+            raise ValueError(
+                f"balancer {type(self._balancer).__name__} balances the shared parameters, but "
+                f"the model {type(model).__name__} has no shared_parameters()"
+            )
+        ids = {id(q) for q in shared_fn()}
+        names = frozenset(name for name, q in model.named_parameters() if id(q) in ids)
+        if not names:
+            raise ValueError(f"the model {type(model).__name__} declares no shared parameters")
+        return names
 
     # -- slots ----------------------------------------------------------------------------------
     def _check_compatible(self, benchmark: Benchmark, model: nn.Module) -> None:
@@ -302,7 +350,13 @@ class StackedTrainer:
             self._lower[i].copy_(benchmark.lower_bounds)
             self._log_eps[i] = config.eps
             self._perm[i].zero_()
-        self._generators[i] = torch.Generator().manual_seed(trainer_seeds(seed).data)
+        seeds = trainer_seeds(seed)
+        self._generators[i] = torch.Generator().manual_seed(seeds.data)
+        if self._balancers:
+            # A fresh copy per run, reset as MTLTrainer resets its balancer for this seed.
+            fresh = copy.deepcopy(self._balancers[i])
+            fresh.reset(self.n_tasks, torch.Generator().manual_seed(seeds.balancer))
+            self._balancers[i] = fresh
         self._has_perm[i] = False
         self._steps[i] = 0
         self._dead[i] = False
@@ -392,6 +446,11 @@ class StackedTrainer:
                 self._params[name] = q.requires_grad_(p.requires_grad)
             self._orders.append(order if order is not None else list(range(p.dim())))
         self._leaves = [self._params[name] for name in self._trainable]
+        # Leaves the balancer combines (per-task gradients) and the heads' (one weighted pass).
+        self._shared_idx = [k for k, n in enumerate(self._trainable) if n in self._shared_names]
+        self._head_idx = [k for k, n in enumerate(self._trainable) if n not in self._shared_names]
+        if self._balancer is not None and not self._shared_idx:
+            raise ValueError("no shared parameter of the model gets a gradient from the losses")
 
     # -- properties -----------------------------------------------------------------------------
     @property
@@ -582,8 +641,11 @@ class StackedTrainer:
                 else:
                     transformed = safe
                 w_live = w if len(slots) == self.n_slots else torch.where(live, w, 0.0)
-                objective = (w_live * transformed).sum()
-                grads = torch.autograd.grad(objective, self._leaves)
+                if self._balancers:
+                    grads = self._balanced_grads(transformed, w_live, losses.detach(), slots)
+                else:
+                    objective = (w_live * transformed).sum()
+                    grads = list(torch.autograd.grad(objective, self._leaves))
             self._steps[slots] += 1
             weight_decays = [c.weight_decay for c in self._configs]
             self.adam.step(grads, slots, lrs, weight_decays, [int(s) for s in self._steps])
@@ -596,6 +658,54 @@ class StackedTrainer:
             updated=torch.from_numpy(live_np.copy()),
             diverged=torch.from_numpy(self._dead.copy()),
         )
+
+    def _balanced_grads(
+        self, transformed: Tensor, weights: Tensor, losses: Tensor, slots: list[int]
+    ) -> list[Tensor]:
+        """Every leaf's gradient under the slots' balancers (``JacobianUpdate`` per slot).
+
+        Shared parameters get each slot's balancer direction from its Jacobian ``[T, P]``, the
+        heads ``∇ Σ_t w_t h_t transform(L_t)`` (``h``: the balancer's head scales, 1 by default).
+        Slots that do not step get zero gradients and leave their balancer untouched.
+        """
+        n_tasks = self.n_tasks
+        shared = [self._leaves[k] for k in self._shared_idx]
+        if self._jacobian_method == "batched":
+            # Batch entry t seeds the backward pass with task t of every slot at once.
+            eye = torch.eye(n_tasks, dtype=transformed.dtype, device=transformed.device)
+            seeds = eye[:, None, :].expand(n_tasks, self.n_slots, n_tasks)
+            per_task = torch.autograd.grad(
+                transformed, shared, grad_outputs=seeds, retain_graph=True, is_grads_batched=True
+            )
+        else:
+            rows = [
+                torch.autograd.grad(transformed[:, t].sum(), shared, retain_graph=True)
+                for t in range(n_tasks)
+            ]
+            per_task = tuple(torch.stack(g) for g in zip(*rows, strict=True))
+        directions = [torch.zeros_like(leaf) for leaf in shared]
+        head_weights = weights.clone()
+        for i in slots:
+            jac = torch.cat([g[:, i].reshape(n_tasks, -1) for g in per_task], dim=1)
+            balancer = self._balancers[i]
+            direction = balancer(jac, weights[i], losses[i])
+            scales = balancer.head_scales()
+            if scales is not None:
+                head_weights[i] = weights[i] * scales.to(weights)
+            offset = 0
+            for leaf_dir in directions:
+                size = leaf_dir[i].numel()
+                leaf_dir[i].copy_(direction[offset : offset + size].view_as(leaf_dir[i]))
+                offset += size
+        grads: list[Tensor] = [torch.empty(0)] * len(self._leaves)
+        for k, d in zip(self._shared_idx, directions, strict=True):
+            grads[k] = d
+        if self._head_idx:
+            heads = [self._leaves[k] for k in self._head_idx]
+            head_grads = torch.autograd.grad((head_weights * transformed).sum(), heads)
+            for k, g in zip(self._head_idx, head_grads, strict=True):
+                grads[k] = g
+        return grads
 
     def step(self, weights: Tensor | Sequence[Sequence[float]] | np.ndarray) -> StackedStepResult:
         """``forward()`` then ``apply(weights)``."""
@@ -631,9 +741,10 @@ class StackedTrainer:
         """Everything needed to resume bit for bit.
 
         Parameters, Adam state, step counts, divergence flags, batch orders, data generators,
-        each slot's seed, config and benchmark (registry name and ``config()``), and, between
-        ``forward()`` and ``apply()``, which slots' batch is pending (``load_state_dict``
-        recomputes its losses from the restored parameters: bit for bit the same).
+        each slot's seed, config, benchmark (registry name and ``config()``) and balancer state,
+        and, between ``forward()`` and ``apply()``, which slots' batch is pending
+        (``load_state_dict`` recomputes its losses from the restored parameters: bit for bit the
+        same).
         """
         return {
             "pending": None
@@ -652,6 +763,7 @@ class StackedTrainer:
             "seeds": list(self._seeds),
             "configs": [dataclasses.asdict(c) for c in self._configs],
             "benchmarks": [{"name": b.name, "config": b.config()} for b in self._benchmarks],
+            "balancers": [b.state_dict() for b in self._balancers],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -707,6 +819,14 @@ class StackedTrainer:
         self._has_perm[:] = state["has_perm"].numpy()
         for g, saved_g in zip(self._generators, state["data_generators"], strict=True):
             g.set_state(saved_g)
+        saved_balancers = state.get("balancers", [])
+        if len(saved_balancers) != len(self._balancers):
+            raise ValueError(
+                f"state has {len(saved_balancers)} balancer states, this trainer has "
+                f"{len(self._balancers)} (was it saved with another balancer?)"
+            )
+        for balancer, saved_b in zip(self._balancers, saved_balancers, strict=True):
+            balancer.load_state_dict(saved_b)
         pending = state.get("pending")
         if pending is not None:
             mask = pending.numpy().astype(bool)

@@ -79,7 +79,25 @@ def test_ppo_learns_checkpoints_and_resumes_on_the_batched_env(tmp_path: Path) -
     assert again["timesteps"] == 120 and again["resumed_from"] == 80
 
 
-def test_a_balancer_the_batched_env_cannot_train_is_named() -> None:
-    config = AgentConfig(env={**TINY_ENV, "balancer": "imgrad"}, n_envs=2, vec_env="batched")
-    with pytest.raises(ConfigError, match="vec_env: subproc"):
+def test_the_batched_env_trains_under_a_balancer_with_per_task_gradients() -> None:
+    """A balancer that needs the Jacobian (``db_mtl``) runs in the batched env: its sub-envs' weights
+    and rewards are those of separate envs (each slot has its own DB-MTL state)."""
+    env = {**TINY_ENV, "balancer": "db_mtl"}
+    batched = make_vec_env(AgentConfig(env=env, n_envs=2, vec_env="batched", seed=4))
+    separate = make_vec_env(AgentConfig(env=env, n_envs=2, vec_env="dummy", seed=4))
+    batched.reset()
+    separate.reset()
+    actions = np.random.default_rng(0).uniform(-1, 1, (3, 2, 3)).astype(np.float32)
+    for a in actions:
+        _, r_b, _, info_b = batched.step(a)
+        _, r_s, _, info_s = separate.step(a)
+        np.testing.assert_allclose(r_b, r_s, rtol=1e-4, atol=2e-6)
+        for ib, is_ in zip(info_b, info_s, strict=True):
+            np.testing.assert_allclose(ib["weights"], is_["weights"], rtol=1e-5)
+
+
+def test_training_settings_the_batched_env_cannot_train_are_named() -> None:
+    env = {**TINY_ENV, "train": {"optimizer": "sgd"}}
+    config = AgentConfig(env=env, n_envs=2, vec_env="batched")
+    with pytest.raises(ConfigError, match="optimizer 'adam' only.*vec_env: subproc"):
         make_vec_env(config)

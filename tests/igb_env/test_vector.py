@@ -29,6 +29,8 @@ VARIED: dict[str, Any] = {"preset": "smoke", "variation": True}
 # (classification tasks among them).
 INTERP: dict[str, Any] = {"preset": "smoke", "action_mode": "interp", "feature_table": "v2"}
 WIDE: dict[str, Any] = {**INTERP, "variation": "wide"}
+# DB-MTL underneath: per-task gradients of every slot, each slot's own EMA state.
+DBMTL: dict[str, Any] = {**INTERP, "balancer": "db_mtl"}
 INSTANCES = [1000, 1001, 1002, 1003]
 # Rewards are differences of log validation losses (about 1e-2): the stacked trainer's float
 # rounding (~1e-7 relative on losses) moves them by up to ~1e-6 absolute.
@@ -53,8 +55,14 @@ def _singles(config: dict[str, Any], instances: list[int]) -> tuple[list[IGBEnv]
 
 @pytest.mark.parametrize(
     ("config", "obs_atol"),
-    [(SMOKE, OBS_ATOL), (VARIED, OBS_ATOL), (INTERP, OBS_ATOL), (WIDE, 3 * OBS_ATOL)],
-    ids=["smoke", "varied", "interp", "interp_wide"],
+    [
+        (SMOKE, OBS_ATOL),
+        (VARIED, OBS_ATOL),
+        (INTERP, OBS_ATOL),
+        (WIDE, 3 * OBS_ATOL),
+        (DBMTL, OBS_ATOL),
+    ],
+    ids=["smoke", "varied", "interp", "interp_wide", "interp_db_mtl"],
 )
 def test_equals_separate_envs_on_the_same_instances(
     config: dict[str, Any], obs_atol: float
@@ -207,16 +215,20 @@ def test_bad_actions_are_refused_before_anything_changes() -> None:
     assert obs.shape == obs0.shape
 
 
-def test_state_dict_resumes_bit_for_bit() -> None:
-    actions = _actions(8, 2)
-    full = BatchedIGBEnv(2, SMOKE)
+@pytest.mark.parametrize("config", [SMOKE, DBMTL], ids=["sum", "db_mtl"])
+def test_state_dict_resumes_bit_for_bit(config: dict[str, Any]) -> None:
+    dim = make_env(config).action_dim
+    actions = _actions(8, 2, dim=dim)
+    full = BatchedIGBEnv(2, config)
     full.reset(seed=5)
     expected = _run_to_end(full, actions)
-    first = BatchedIGBEnv(2, SMOKE)
+    first = BatchedIGBEnv(2, config)
     first.reset(seed=5)
     _run_to_end(first, actions[:3])
     state = copy.deepcopy(first.state_dict())
-    resumed = BatchedIGBEnv(2, SMOKE)
+    if config is DBMTL:  # the balancers' EMA gradients are part of the state
+        assert len(state["engine"]["trainer"]["balancers"]) == 2
+    resumed = BatchedIGBEnv(2, config)
     resumed.load_state_dict(state)
     got = _run_to_end(resumed, actions[3:])
     for (o1, r1, t1, _, i1), (o2, r2, t2, _, i2) in zip(expected[3:], got, strict=True):
@@ -226,10 +238,8 @@ def test_state_dict_resumes_bit_for_bit() -> None:
         np.testing.assert_array_equal(i1["instance"], i2["instance"])
 
 
-def test_balancers_that_need_per_task_gradients_are_refused() -> None:
-    with pytest.raises(ConfigError, match=r"'db_mtl' needs per-task gradients.*vec_env: subproc"):
-        BatchedIGBEnv(2, {**SMOKE, "balancer": "db_mtl"})
-    with pytest.raises(ConfigError, match="adam"):
+def test_training_settings_the_stacked_trainer_lacks_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"optimizer 'adam' only.*vec_env: subproc"):
         BatchedIGBEnv(2, {**SMOKE, "train": {"optimizer": "sgd"}})
     with pytest.raises(ValueError, match="autoreset_mode"):
         BatchedIGBEnv(2, SMOKE, autoreset_mode="whenever")

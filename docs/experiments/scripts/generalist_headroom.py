@@ -6,8 +6,9 @@ out one constant interp action: zero per-task residuals and the global entries `
 return per action and writes every return to ``--out``: the headroom a policy that only moves
 along the IGBv1 -> SI / EW directions could reach, with no per-task information.
 
-    python docs/experiments/scripts/generalist_headroom.py docs/experiments/scripts/generalist_wide.yaml \
-        0,0 0,-0.5 0,0.5 0.5,-1 1,-1 0.3,0 --out headroom.json
+    python docs/experiments/scripts/generalist_headroom.py \
+        docs/experiments/scripts/generalist_wide.yaml 0,0 0,-0.5 0,0.5 0.5,-1 1,-1 0.3,0 \
+        --out headroom.json
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from mtl_backends import MTLTrainer, TrainConfig, make_balancer, make_benchmark, make_weighting
+from mtl_backends.balancers.base import GradientBalancer
 from mtl_backends.benchmarks import Benchmark
 from mtl_backends.models.hps import HardParameterSharing
 from mtl_backends.stacked import AdamImpl, StackedTrainer
@@ -535,3 +536,128 @@ def test_explosion_limits_survive_a_state_round_trip() -> None:
         ra, rb = a.step(torch.ones(1, 3)), b.step(torch.ones(1, 3))
         assert ra.diverged.tolist() == rb.diverged.tolist()
     assert bool(a.diverged[0])
+
+
+# -- balancers that need per-task gradients ---------------------------------------------------
+BALANCED: list[tuple[str, dict[str, Any]]] = [
+    ("db_mtl", {}),
+    ("pcgrad", {}),  # random task order: each slot's balancer generator must match MTLTrainer's
+    ("mgda", {}),
+    ("imgrad", {}),
+]
+
+
+class HeadScaled(GradientBalancer):
+    """Sum of the rows, with the heads' gradients scaled per task (the ``head_scales`` hook)."""
+
+    def contributions(self, jacobian: Tensor, losses: Tensor) -> Tensor:
+        return jacobian
+
+    def head_scales(self) -> Tensor | None:
+        return torch.tensor([2.0, 1.0, 0.25])
+
+
+def test_head_scales_reach_the_heads_as_in_mtltrainer() -> None:
+    stacked = StackedTrainer([small(s) for s in SEEDS], SEEDS, CONFIG, "log", balancer=HeadScaled())
+    refs = [MTLTrainer(small(s), make_weighting("si"), HeadScaled(), CONFIG, seed=s) for s in SEEDS]
+    plain = StackedTrainer([small(s) for s in SEEDS], SEEDS, CONFIG, "log")
+    for w in random_weights(10, len(SEEDS)):
+        stacked.step(w)
+        plain.step(w)
+        for i, ref in enumerate(refs):
+            ref.step(w[i])
+    assert max(param_deviation(stacked, i, ref.model) for i, ref in enumerate(refs)) <= RTOL
+    assert param_deviation(plain, 0, refs[0].model) > 10 * RTOL  # the scales changed the heads
+
+
+def balanced_pair(
+    name: str, kwargs: dict[str, Any], config: TrainConfig = CONFIG
+) -> tuple[StackedTrainer, list[MTLTrainer]]:
+    stacked = StackedTrainer(
+        [small(s) for s in SEEDS], SEEDS, config, "log", balancer=make_balancer(name, **kwargs)
+    )
+    refs = [
+        MTLTrainer(small(s), make_weighting("si"), make_balancer(name, **kwargs), config, seed=s)
+        for s in SEEDS
+    ]
+    return stacked, refs
+
+
+@pytest.mark.parametrize("jacobian", ["batched", "sequential"])
+@pytest.mark.parametrize(("name", "kwargs"), BALANCED, ids=[b[0] for b in BALANCED])
+def test_equal_to_mtltrainer_with_a_balancer(
+    name: str, kwargs: dict[str, Any], jacobian: str
+) -> None:
+    config = TrainConfig(steps=30, batch_size=30, base_window=(5, 10), jacobian=jacobian)
+    stacked, refs = balanced_pair(name, kwargs, config)
+    loss_dev = 0.0
+    for w in random_weights(20, len(SEEDS)):
+        result = stacked.step(w)
+        for i, ref in enumerate(refs):
+            loss_dev = max(loss_dev, loss_deviation(result.losses[i], ref.step(w[i]).losses))
+    param_dev = max(param_deviation(stacked, i, ref.model) for i, ref in enumerate(refs))
+    print(f"\n[{name}/{jacobian}] max rel loss dev {loss_dev:.3g}, param dev {param_dev:.3g}")
+    assert loss_dev <= RTOL
+    assert param_dev <= RTOL
+    # The balancer changed the update: the same weights under `sum` train other parameters.
+    plain = StackedTrainer([small(s) for s in SEEDS], SEEDS, config, "log")
+    for w in random_weights(20, len(SEEDS)):
+        plain.step(w)
+    assert param_deviation(plain, 0, refs[0].model) > 1e-3
+
+
+def test_a_balancer_s_state_is_per_slot_and_resets_with_the_slot() -> None:
+    stacked, refs = balanced_pair("db_mtl", {})
+    weights = random_weights(12, len(SEEDS))
+    for w in weights[:6]:
+        stacked.step(w)
+        for i, ref in enumerate(refs):
+            ref.step(w[i])
+    states = stacked.state_dict()["balancers"]
+    assert [s["step"] for s in states] == [6] * len(SEEDS)
+    emas = [s["ema"] for s in states]
+    assert all(not torch.equal(emas[0], e) for e in emas[1:])  # own EMA per slot
+    stacked.reset_slot(2, small(77), 77)
+    fresh = MTLTrainer(small(77), make_weighting("si"), make_balancer("db_mtl"), CONFIG, seed=77)
+    for w in weights[6:]:
+        result = stacked.step(w)
+        assert loss_deviation(result.losses[2], fresh.step(w[2]).losses) <= RTOL
+        # The other slots go on with their own balancer state, as their MTLTrainer runs do.
+        assert loss_deviation(result.losses[0], refs[0].step(w[0]).losses) <= RTOL
+    assert [s["step"] for s in stacked.state_dict()["balancers"]] == [12, 12, 6, 12]
+
+
+def test_a_diverged_slot_leaves_its_balancer_untouched() -> None:
+    stacked, _ = balanced_pair("db_mtl", {})
+    stacked.forward()
+    stacked.apply(torch.ones(len(SEEDS), 3))
+    stacked.forward(active=[True, False, True, True])
+    stacked.apply(torch.ones(len(SEEDS), 3))
+    assert [s["step"] for s in stacked.state_dict()["balancers"]] == [2, 1, 2, 2]
+
+
+def test_state_dict_round_trip_with_a_balancer_is_bit_exact() -> None:
+    weights = random_weights(20, len(SEEDS))
+    a, _ = balanced_pair("db_mtl", {})
+    for w in weights[:7]:
+        a.step(w)
+    buffer = io.BytesIO()
+    torch.save(a.state_dict(), buffer)
+    buffer.seek(0)
+    b, _ = balanced_pair("db_mtl", {})
+    b.load_state_dict(torch.load(buffer, weights_only=True))
+    for w in weights[7:]:
+        assert torch.equal(a.step(w).losses, b.step(w).losses)
+    pa, pb = snapshot(a), snapshot(b)
+    assert all(torch.equal(pa[name], pb[name]) for name in pa)
+    # A state saved without a balancer does not load into a trainer with one, and vice versa.
+    plain = StackedTrainer([small(s) for s in SEEDS], SEEDS, CONFIG, "log")
+    with pytest.raises(ValueError, match="0 balancer states, this trainer has 4"):
+        b.load_state_dict(plain.state_dict())
+    with pytest.raises(ValueError, match="4 balancer states, this trainer has 0"):
+        plain.load_state_dict(b.state_dict())
+
+
+def test_a_balancer_requiring_another_transform_is_refused() -> None:
+    with pytest.raises(ValueError, match="requires the 'log' loss transform, the trainer uses"):
+        StackedTrainer([small(3)], [3], CONFIG, "identity", balancer=make_balancer("db_mtl"))
