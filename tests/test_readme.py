@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 import torch
 
+from mtl_backends.weightings import PolicyWeighting
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 OWN_LOOP = ROOT / "docs" / "site" / "guide" / "own-loop.md"
@@ -54,9 +56,11 @@ def test_policy_loop_runs_with_the_shipped_policy(
 ) -> None:
     monkeypatch.chdir(tmp_path)  # a shipped policy loads by name from any folder
     code = _blocks()["policy-loop"]
-    assert 'PolicyWeighting.load("synthetic-ppo-residual")' in code
+    assert "PolicyWeighting()" in code
     namespace: dict[str, object] = {}
     exec(compile(code, "README:policy-loop", "exec"), namespace)
+    policy = namespace["policy"]
+    assert isinstance(policy, PolicyWeighting) and policy.path.name == "generalist"
     weights = namespace["weights"]
     assert isinstance(weights, torch.Tensor) and weights.shape == (3,)
     assert float(weights.sum()) == pytest.approx(3.0, abs=1e-5)
