@@ -80,8 +80,8 @@ def test_ppo_learns_checkpoints_and_resumes_on_the_batched_env(tmp_path: Path) -
 
 
 def test_the_batched_env_trains_under_a_balancer_with_per_task_gradients() -> None:
-    """A balancer that needs the Jacobian (``db_mtl``) runs in the batched env: its sub-envs' weights
-    and rewards are those of separate envs (each slot has its own DB-MTL state)."""
+    """A balancer that needs the Jacobian (``db_mtl``) runs in the batched env: its sub-envs'
+    weights and rewards are those of separate envs (each slot has its own DB-MTL state)."""
     env = {**TINY_ENV, "balancer": "db_mtl"}
     batched = make_vec_env(AgentConfig(env=env, n_envs=2, vec_env="batched", seed=4))
     separate = make_vec_env(AgentConfig(env=env, n_envs=2, vec_env="dummy", seed=4))
@@ -99,5 +99,5 @@ def test_the_batched_env_trains_under_a_balancer_with_per_task_gradients() -> No
 def test_training_settings_the_batched_env_cannot_train_are_named() -> None:
     env = {**TINY_ENV, "train": {"optimizer": "sgd"}}
     config = AgentConfig(env=env, n_envs=2, vec_env="batched")
-    with pytest.raises(ConfigError, match="optimizer 'adam' only.*vec_env: subproc"):
+    with pytest.raises(ConfigError, match=r"optimizer 'adam' only.*vec_env: subproc"):
         make_vec_env(config)

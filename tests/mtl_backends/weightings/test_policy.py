@@ -20,6 +20,7 @@ from mtl_backends.build import build_trainer
 from mtl_backends.config import TrainConfig
 from mtl_backends.features import FeatureSpec
 from mtl_backends.gaps import GapTracker
+from mtl_backends.policy.files import shipped_policy
 from mtl_backends.trainer import MTLTrainer
 from mtl_backends.weightings import LOSS_WEIGHTINGS, IGBv1, make_weighting
 from mtl_backends.weightings.policy import PolicyMismatchError, PolicyWeighting
@@ -245,6 +246,50 @@ def test_permuting_the_tasks_permutes_the_weights(set_policy, n_tasks: int, seed
     losses, weights, lrs = _run(str(set_policy), n_tasks)
     perm = torch.from_numpy(np.random.default_rng(seed).permutation(n_tasks))
     pw = PolicyWeighting.load(set_policy, base_window=(4, 8), total_steps=30)
+    got = torch.stack([pw.update(x[perm], lr=lr) for x, lr in zip(losses, lrs, strict=True)])
+    torch.testing.assert_close(got, weights[:, perm], rtol=1e-6, atol=1e-6)
+
+
+SHIPPED_TRAIN = TrainConfig(steps=60, batch_size=20, base_window=(4, 8))
+
+
+@functools.cache
+def _shipped_run(n_tasks: int) -> tuple[torch.Tensor, torch.Tensor, tuple[float, ...]]:
+    """Losses, weights and learning rates of a tiny run of T tasks under the shipped generalist."""
+    bench = Synthetic(n_tasks=n_tasks, **TINY_SYNTHETIC)
+    # The gap tracker's features are taken from the policy's sidecar (table v2, stride K = 25).
+    trainer = build_trainer(bench, PolicyWeighting(), make_balancer("sum"), SHIPPED_TRAIN, 0)
+    results = [trainer.step() for _ in range(SHIPPED_TRAIN.steps)]
+    return (
+        torch.stack([r.losses for r in results]),
+        torch.stack([r.weights for r in results]),
+        tuple(float(r.lr) for r in results),
+    )
+
+
+@pytest.mark.parametrize("n_tasks", [2, 3, 5, 11, 20])
+def test_the_shipped_generalist_runs_at_any_t(n_tasks: int) -> None:
+    """The trained weights (not a random policy) at T = 2, 3, 5, 11, 20: sum T, positive, acting."""
+    assert PolicyWeighting().path == shipped_policy("generalist")
+    _, weights, _ = _shipped_run(n_tasks)
+    w = weights.to(torch.float64)
+    assert torch.isfinite(w).all() and (w > 0).all()
+    torch.testing.assert_close(w.sum(1), torch.full((len(w),), float(n_tasks), dtype=w.dtype))
+    assert torch.equal(w[:8], torch.ones(8, n_tasks, dtype=w.dtype))  # the base window
+    bench = Synthetic(n_tasks=n_tasks, **TINY_SYNTHETIC)
+    igbv1 = build_trainer(bench, IGBv1(), make_balancer("sum"), SHIPPED_TRAIN, 0)
+    ref = torch.tensor(igbv1.fit().weights, dtype=torch.float64)
+    assert (w[8:] - ref[8:]).abs().max() > 1e-3  # its own decisions, not the zero action's
+
+
+@settings(max_examples=10, deadline=None)
+@given(n_tasks=st.sampled_from([2, 3, 5, 11, 20]), seed=st.integers(0, 2**16))
+def test_the_shipped_generalist_permutes_its_weights_with_the_tasks(
+    n_tasks: int, seed: int
+) -> None:
+    losses, weights, lrs = _shipped_run(n_tasks)
+    perm = torch.from_numpy(np.random.default_rng(seed).permutation(n_tasks))
+    pw = PolicyWeighting(base_window=(4, 8), total_steps=SHIPPED_TRAIN.steps)
     got = torch.stack([pw.update(x[perm], lr=lr) for x, lr in zip(losses, lrs, strict=True)])
     torch.testing.assert_close(got, weights[:, perm], rtol=1e-6, atol=1e-6)
 
