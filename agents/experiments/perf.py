@@ -205,7 +205,7 @@ def format_table(result: dict[str, Any]) -> str:
         for preset, row in result["batched_env_steps_per_second"].items():
             rates = "  ".join(f"{k}: {v:7.1f}" for k, v in row.items())
             speedup = result["batched_env_speedup"][preset]
-            lines.append(f"  {preset:<10s} {rates}   speedup {speedup:5.2f}")
+            lines.append(f"  {preset:<13s} {rates}   speedup {speedup:5.2f}")
         lines.append(
             "  agent_batched16_env_steps_per_second"
             f"{result['agent_batched16_env_steps_per_second']:10.1f}"

@@ -5,7 +5,9 @@ Keys (``BATCHED_KEYS``):
 * ``batched_env_steps_per_second``: ``preset -> "N=<n>" ->`` env steps per second of
   ``igb_env.vector.BatchedIGBEnv`` with N sub-envs, at the run's torch threads, for the ``small``
   preset (50-64-64-16 synthetic model, batch 64) and the default synthetic setting (250-100-100
-  x 100, batch 100); ``"single"`` is one ``IGBEnv`` in this process, for reference.
+  x 100, batch 100), and ``small`` with the ``db_mtl`` balancer underneath (``small_db_mtl``:
+  per-task gradients of every slot, the DB-MTL generalist's setting); ``"single"`` is one
+  ``IGBEnv`` in this process, for reference.
 * ``batched_env_speedup``: ``preset ->`` env steps per second of the batched env with 16 sub-envs
   in one process using the machine's two cores (two torch threads) / two ``IGBEnv`` workers in a
   ``SubprocVecEnv`` (one torch thread each, the agents' ``subproc``), timed in alternating rounds
@@ -43,8 +45,15 @@ BATCHED_KEYS: tuple[str, ...] = (
     "batched_env_speedup",
     "agent_batched16_env_steps_per_second",
 )
-PRESETS: dict[str, dict[str, Any]] = {"small": {"preset": "small"}, "synthetic": {}}
-TINY_PRESETS: dict[str, dict[str, Any]] = {"smoke": {"preset": "smoke"}}
+PRESETS: dict[str, dict[str, Any]] = {
+    "small": {"preset": "small"},
+    "small_db_mtl": {"preset": "small", "balancer": "db_mtl"},
+    "synthetic": {},
+}
+TINY_PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {"preset": "smoke"},
+    "smoke_db_mtl": {"preset": "smoke", "balancer": "db_mtl"},
+}
 SIZES: tuple[int, ...] = (1, 16, 64)
 TINY_SIZES: tuple[int, ...] = (1, 2)
 SPEEDUP_ENVS = 16

@@ -24,11 +24,12 @@ def test_igb_perf_json_tiny_has_every_key_finite(capsys: pytest.CaptureFixture[s
         assert set(row) == expected
         assert all(v > 0 for v in row.values())
     assert all_finite(result)
-    # The batched env on the smoke preset: every size, the single env, and positive rates.
-    assert set(result["batched_env_steps_per_second"]) == {"smoke"}
-    rates = result["batched_env_steps_per_second"]["smoke"]
-    assert set(rates) == {"single", "N=1", "N=2"} and all(v > 0 for v in rates.values())
-    assert result["batched_env_speedup"]["smoke"] > 0
+    # The batched env on the smoke preset, under sum and under DB-MTL (per-task gradients):
+    # every size, the single env, and positive rates.
+    assert set(result["batched_env_steps_per_second"]) == {"smoke", "smoke_db_mtl"}
+    for preset, rates in result["batched_env_steps_per_second"].items():
+        assert set(rates) == {"single", "N=1", "N=2"} and all(v > 0 for v in rates.values())
+        assert result["batched_env_speedup"][preset] > 0
     assert result["agent_batched16_env_steps_per_second"] > 0
     table = format_table(result)
     assert "f-cagrad" in table and "threads=2" in table and "speedup" in table
