@@ -665,15 +665,16 @@ class StackedTrainer:
         """Every leaf's gradient under the slots' balancers (``JacobianUpdate`` per slot).
 
         Shared parameters get each slot's balancer direction from its Jacobian ``[T, P]``, the
-        heads ``∇ Σ_t w_t h_t transform(L_t)`` (``h``: the balancer's head scales, 1 by default).
-        Slots that do not step get zero gradients and leave their balancer untouched.
+        heads ``∇ Σ_t w_t h_t transform(L_t)`` (``h``: the balancer's head scales, 1 by default)
+        in a second reverse pass, which reaches the heads only (cheaper than T per-task head
+        gradients). Slots that do not step get zero gradients and leave their balancer untouched.
         """
-        n_tasks = self.n_tasks
+        n_tasks, n_slots = self.n_tasks, self.n_slots
         shared = [self._leaves[k] for k in self._shared_idx]
         if self._jacobian_method == "batched":
             # Batch entry t seeds the backward pass with task t of every slot at once.
             eye = torch.eye(n_tasks, dtype=transformed.dtype, device=transformed.device)
-            seeds = eye[:, None, :].expand(n_tasks, self.n_slots, n_tasks)
+            seeds = eye[:, None, :].expand(n_tasks, n_slots, n_tasks)
             per_task = torch.autograd.grad(
                 transformed, shared, grad_outputs=seeds, retain_graph=True, is_grads_batched=True
             )
@@ -683,23 +684,22 @@ class StackedTrainer:
                 for t in range(n_tasks)
             ]
             per_task = tuple(torch.stack(g) for g in zip(*rows, strict=True))
-        directions = [torch.zeros_like(leaf) for leaf in shared]
+        # Every slot's Jacobian of the shared parameters, [T, N, P]; slot i's is a view.
+        jacobians = torch.cat([g.reshape(n_tasks, n_slots, -1) for g in per_task], dim=2)
+        directions = jacobians.new_zeros(n_slots, jacobians.shape[2])
         head_weights = weights.clone()
         for i in slots:
-            jac = torch.cat([g[:, i].reshape(n_tasks, -1) for g in per_task], dim=1)
             balancer = self._balancers[i]
-            direction = balancer(jac, weights[i], losses[i])
+            directions[i] = balancer(jacobians[:, i], weights[i], losses[i])
             scales = balancer.head_scales()
             if scales is not None:
                 head_weights[i] = weights[i] * scales.to(weights)
-            offset = 0
-            for leaf_dir in directions:
-                size = leaf_dir[i].numel()
-                leaf_dir[i].copy_(direction[offset : offset + size].view_as(leaf_dir[i]))
-                offset += size
         grads: list[Tensor] = [torch.empty(0)] * len(self._leaves)
-        for k, d in zip(self._shared_idx, directions, strict=True):
-            grads[k] = d
+        offset = 0
+        for k, leaf in zip(self._shared_idx, shared, strict=True):
+            size = leaf[0].numel()
+            grads[k] = directions[:, offset : offset + size].reshape(leaf.shape)
+            offset += size
         if self._head_idx:
             heads = [self._leaves[k] for k in self._head_idx]
             head_grads = torch.autograd.grad((head_weights * transformed).sum(), heads)
