@@ -352,9 +352,10 @@ class StackedTrainer:
             self._perm[i].zero_()
         seeds = trainer_seeds(seed)
         self._generators[i] = torch.Generator().manual_seed(seeds.data)
-        if self._balancers:
-            # A fresh copy per run, reset as MTLTrainer resets its balancer for this seed.
-            fresh = copy.deepcopy(self._balancers[i])
+        if self._balancer is not None:
+            # A fresh copy of the prototype per run (no state of the slot's previous run can
+            # survive), reset as MTLTrainer resets its balancer for this seed.
+            fresh = copy.deepcopy(self._balancer)
             fresh.reset(self.n_tasks, torch.Generator().manual_seed(seeds.balancer))
             self._balancers[i] = fresh
         self._has_perm[i] = False

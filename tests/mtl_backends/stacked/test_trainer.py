@@ -661,3 +661,19 @@ def test_state_dict_round_trip_with_a_balancer_is_bit_exact() -> None:
 def test_a_balancer_requiring_another_transform_is_refused() -> None:
     with pytest.raises(ValueError, match="requires the 'log' loss transform, the trainer uses"):
         StackedTrainer([small(3)], [3], CONFIG, "identity", balancer=make_balancer("db_mtl"))
+
+
+def test_a_balancer_needs_a_model_that_declares_its_shared_parameters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bench = small(3)
+    model = bench.build_model()
+    assert isinstance(model, HardParameterSharing)
+    monkeypatch.setattr(HardParameterSharing, "shared_parameters", lambda self: [])
+    with pytest.raises(ValueError, match="declares no shared parameters"):
+        StackedTrainer([bench], [3], CONFIG, "log", balancer=make_balancer("db_mtl"))
+    monkeypatch.delattr(HardParameterSharing, "shared_parameters")
+    with pytest.raises(ValueError, match=r"has no shared_parameters\(\)"):
+        StackedTrainer([bench], [3], CONFIG, "log", balancer=make_balancer("db_mtl"))
+    # Without a balancer that reads per-task gradients, the split is not needed.
+    StackedTrainer([bench], [3], CONFIG, "log", balancer=make_balancer("sum"))
