@@ -57,7 +57,8 @@ def _scores(cell: dict[str, Any], cache: dict[str, np.ndarray]) -> tuple[float, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """Print the agreement table of every row against IGBv1."""
+    parser = argparse.ArgumentParser(description="training reward vs test Δm against IGBv1")
     parser.add_argument("folder", type=Path, help="an igb compare output folder with cells/")
     parser.add_argument("--prefix", default="synthetic-wide", help="benchmark label prefix")
     args = parser.parse_args()
