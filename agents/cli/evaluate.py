@@ -13,7 +13,11 @@ def register(subparsers: Any) -> None:
         "evaluate",
         help="evaluate an agent run or exported policy on held-out instances (Δm vs STL)",
     )
-    p.add_argument("target", metavar="RUN_OR_POLICY", help="agent run folder or policy folder")
+    p.add_argument(
+        "target",
+        metavar="RUN_OR_POLICY",
+        help="agent run folder, policy folder or shipped policy name",
+    )
     p.add_argument(
         "--instances", type=int, nargs="+", help="held-out instance seeds (default: test_set)"
     )
@@ -24,7 +28,10 @@ def register(subparsers: Any) -> None:
         metavar="NAME",
         help="also run every method under this balancer (repeatable)",
     )
-    p.add_argument("--out", help="JSON path (default RUN_OR_POLICY/evaluation.json)")
+    p.add_argument(
+        "--out",
+        help="JSON path (default RUN_OR_POLICY/evaluation.json; required for a shipped policy)",
+    )
     p.add_argument("--workers", type=int, default=1, help="processes for the runs (default 1)")
     p.add_argument("--stl-cache", default=".igb-cache/stl", help="STL reference cache folder")
     p.add_argument("--best", action="store_true", help="use the run's best held-out model")
@@ -55,11 +62,12 @@ def register(subparsers: Any) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run ``igb evaluate``."""
-    from agents.experiments.evaluate import evaluate
+    from agents.experiments.evaluate import default_out, evaluate
     from mtl_backends.fileio import check_writable_dir, check_writable_file
 
     if args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    out = args.out or str(default_out(args.target))
     if args.out:
         check_writable_file(args.out, "--out")
     else:
@@ -78,6 +86,5 @@ def main(args: argparse.Namespace) -> int:
         reference=args.reference,
     )
     print(results["table"])
-    out = args.out or str(Path(args.target) / "evaluation.json")
     print(f"\nresults written to {out}")
     return 0

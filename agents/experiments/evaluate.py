@@ -58,6 +58,7 @@ from igb_env import make_env, rollout_baseline, rollout_policy
 from igb_env.config import load_env_config
 from igb_env.instances import BenchmarkCache
 from mtl_backends.policy import SIDECAR_FILE, load_policy
+from mtl_backends.policy.files import resolve_policy as resolve_policy_folder
 from mtl_backends.progress import Progress
 
 BASELINES: tuple[str, ...] = ("ew", "si", "igbv1")
@@ -66,17 +67,32 @@ PAIRED_AGAINST: tuple[tuple[str, str], ...] = (("igbv1", "IGBv1"), ("si", "SI"))
 POLICY_LABEL = "learned policy"
 
 
+def default_out(target: str | Path) -> Path:
+    """Where ``igb evaluate TARGET`` writes without ``--out``: ``TARGET/evaluation.json``.
+
+    Raises:
+        ValueError: ``target`` names a shipped policy, whose folder is package data.
+    """
+    if resolve_policy_folder(target) != Path(target):
+        raise ValueError(
+            f"{str(target)!r} names a shipped policy, whose folder is package data; give --out, "
+            "the JSON file to write (e.g. --out runs/eval-generalist/evaluation.json)"
+        )
+    return Path(target) / "evaluation.json"
+
+
 def resolve_policy(target: str | Path, best: bool = False) -> tuple[Path, dict[str, Any]]:
     """The policy folder and env config of a run folder or an exported policy folder.
 
     Args:
-        target: A run folder of ``igb train-agent`` or a policy folder of ``igb export``.
+        target: A run folder of ``igb train-agent``, a policy folder of ``igb export``, or the
+            name of a shipped policy (``generalist``).
         best: For a run, use its best held-out model (``best_model.zip``) instead of the final one.
 
     Raises:
-        FileNotFoundError: ``target`` is neither.
+        FileNotFoundError: ``target`` is none of these.
     """
-    target = Path(target)
+    target = resolve_policy_folder(target)
     if (target / SIDECAR_FILE).is_file():
         sidecar = json.loads((target / SIDECAR_FILE).read_text())
         if not isinstance(sidecar.get("env_config"), Mapping):
@@ -229,10 +245,11 @@ def evaluate(
     """Evaluate a run's policy (or an exported policy) on held-out instances; write JSON.
 
     Args:
-        target: Agent run folder or exported policy folder.
+        target: Agent run folder, exported policy folder or a shipped policy's name.
         instances: Held-out instance seeds (default: the env's ``test_set``).
         balancers: Extra balancers to run every method under (besides the env's own).
-        out: JSON path (default ``TARGET/evaluation.json``); the table goes beside it as ``.md``
+        out: JSON path (default ``TARGET/evaluation.json``; required for a shipped policy's
+            name); the table goes beside it as ``.md``
             and the runs' cells and report into a folder named after it.
         workers: Processes for the runs.
         stl_cache: STL reference cache folder (``None``: no cache).
@@ -261,6 +278,7 @@ def evaluate(
             f"reference {reference!r} is not a baseline of igb evaluate; choose one of "
             f"{', '.join(BASELINES)}"
         )
+    path = Path(out) if out is not None else default_out(target)
     policy, env_config = resolve_policy(target, best=best)
     others = [resolve_policy(t, best=best) for t in agent_seeds]
     for t, (_, other_env) in zip(agent_seeds, others, strict=True):
@@ -278,7 +296,6 @@ def evaluate(
     experiment = evaluation_experiment(
         env_config, policy, seeds, balancers, stl_cache, agent_seeds=[p for p, _ in others]
     )
-    path = Path(out) if out is not None else Path(target) / "evaluation.json"
     grid_dir = path.with_suffix("")
     start = time.perf_counter()
     with LocalBackend(workers, start_method="forkserver") as backend:
@@ -352,6 +369,7 @@ def format_table(results: Mapping[str, Any], rows: Sequence[Row]) -> str:
 
 
 __all__ = [
+    "default_out",
     "evaluate",
     "evaluation_experiment",
     "format_table",

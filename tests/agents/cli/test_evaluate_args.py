@@ -49,3 +49,30 @@ def test_without_agent_seeds_the_reference_is_igbv1(
     args = build_parser().parse_args(["evaluate", str(tmp_path)])
     assert args.func(args) == 0
     assert seen["agent_seeds"] == [] and seen["reference"] == "igbv1"
+
+
+def test_a_shipped_policy_is_evaluated_by_name_with_an_out_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(
+        evaluate_module, "evaluate", lambda target, **kw: seen.update(kw) or {"table": ""}
+    )
+    monkeypatch.chdir(tmp_path)  # a name, not a folder here
+    args = build_parser().parse_args(["evaluate", "generalist"])
+    with pytest.raises(ValueError, match=r"'generalist' names a shipped policy.*give --out"):
+        args.func(args)
+    assert not seen  # refused before any work
+    out = tmp_path / "eval" / "evaluation.json"
+    args = build_parser().parse_args(["evaluate", "generalist", "--out", str(out)])
+    assert args.func(args) == 0
+    assert seen["out"] == out
+    assert f"results written to {out}" in capsys.readouterr().out
+
+
+def test_the_policy_of_a_shipped_name_resolves_with_its_env_config() -> None:
+    from mtl_backends.policy.files import shipped_policy
+
+    folder, env_config = evaluate_module.resolve_policy("generalist")
+    assert folder == shipped_policy("generalist")
+    assert env_config["action_mode"] == "interp" and env_config["feature_table"] == "v2"
