@@ -26,8 +26,15 @@ from agents.config import group_env_configs, load_agent_config
 from agents.set_policy import SetActorCriticPolicy
 from agents.train import load_model
 from igb_env import make_env, rollout_baseline, rollout_policy
+from igb_env.config import load_env_config
+from mtl_backends.build import transform_conflict
 
 BASELINES = ("ew", "si", "igbv1")
+
+
+def baselines_for(balancer: str) -> tuple[str, ...]:
+    """The baselines that can run under ``balancer`` (EW's raw losses conflict with DB-MTL)."""
+    return tuple(name for name in BASELINES if transform_conflict(name, balancer) is None)
 
 
 def baseline_returns(configs: list[dict[str, Any]], cache: Path) -> dict[str, dict[str, float]]:
@@ -37,7 +44,7 @@ def baseline_returns(configs: list[dict[str, Any]], cache: Path) -> dict[str, di
         env = make_env(config)
         for instance in env.config.test_instances:
             key = f"{g}/{instance}"
-            for name in BASELINES:
+            for name in baselines_for(env.config.balancer.name):
                 if name not in done.setdefault(key, {}):
                     done[key][name] = rollout_baseline(config, name, instance).total_reward
                     cache.write_text(json.dumps(done, indent=1))
@@ -93,7 +100,8 @@ def main() -> None:
     for name, model in models.items():
         for key, value in model_returns(model, configs).items():
             results[key][name] = value
-    names = [*BASELINES, *models]
+    balancer = load_env_config(dict(configs[0])).balancer.name
+    names = [*baselines_for(balancer), *models]
     tasks = [configs[g]["benchmark"]["n_tasks"] for g in range(len(configs))]
     print("| group | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
