@@ -54,7 +54,6 @@ from mtl_backends.stacked.models import (
     signature,
 )
 from mtl_backends.trainer import explosion_limit, lr_factor, trainer_seeds
-from mtl_backends.updates.jacobian import JACOBIAN_METHODS
 
 LossesFn = Callable[[list[Tensor], Tensor], Tensor]
 """``losses(outputs, targets) -> [T]``, the signature of ``Benchmark.losses``."""
@@ -186,12 +185,9 @@ class StackedTrainer:
         # other ``needs_jacobian = False`` balancer keep the single summed backward pass.
         self._balancer = balancer if balancer is not None and balancer.needs_jacobian else None
         self._balancers: list[GradientBalancer] = []
-        method = self._reference_config.jacobian
-        if method not in JACOBIAN_METHODS:
-            raise ValueError(
-                f"unknown jacobian method {method!r}; valid choices: {', '.join(JACOBIAN_METHODS)}"
-            )
-        self._jacobian_method = method
+        # TrainConfig already refuses an unknown method. The first slot's applies to all (both
+        # methods give the same gradients to float rounding).
+        self._jacobian_method = self._reference_config.jacobian
         self.transform = transform
         self._adam_impl: AdamImpl = adam
         self.check_losses = check_losses
@@ -268,7 +264,8 @@ class StackedTrainer:
             self._batched_outputs = vmap(slot_outputs)
 
         if self._balancer is not None:
-            self._balancers = [copy.deepcopy(self._balancer) for _ in range(n)]
+            # Placeholders: _install gives every slot a fresh, reset copy of the prototype.
+            self._balancers = [self._balancer] * n
         for i, (b, s, c, m) in enumerate(zip(benchmarks, seeds, config_list, models, strict=True)):
             self._install(i, b, int(s), c, m, copy_params=False)
         self._adopt_gradient_layout()
