@@ -7,6 +7,7 @@ import functools
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -251,14 +252,27 @@ def test_permuting_the_tasks_permutes_the_weights(set_policy, n_tasks: int, seed
 
 
 SHIPPED_TRAIN = TrainConfig(steps=60, batch_size=20, base_window=(4, 8))
+REPO = Path(__file__).resolve().parents[3]
+# The trained set policies in the repository and the balancer each was trained with: the shipped
+# default, and the DB-MTL-trained generalist of configs/experiments/generalist.yaml.
+TRAINED = {"generalist": "sum", "generalist-dbmtl-s0": "db_mtl"}
+
+
+def _trained(name: str) -> PolicyWeighting:
+    if name == "generalist":
+        pw = PolicyWeighting()
+        assert pw.path == shipped_policy("generalist")  # what no path loads
+        return pw
+    return PolicyWeighting(REPO / "policies" / name)
 
 
 @functools.cache
-def _shipped_run(n_tasks: int) -> tuple[torch.Tensor, torch.Tensor, tuple[float, ...]]:
-    """Losses, weights and learning rates of a tiny run of T tasks under the shipped generalist."""
+def _shipped_run(name: str, n_tasks: int) -> tuple[torch.Tensor, torch.Tensor, tuple[float, ...]]:
+    """Losses, weights and learning rates of a tiny run of T tasks under a trained generalist."""
     bench = Synthetic(n_tasks=n_tasks, **TINY_SYNTHETIC)
     # The gap tracker's features are taken from the policy's sidecar (table v2, stride K = 25).
-    trainer = build_trainer(bench, PolicyWeighting(), make_balancer("sum"), SHIPPED_TRAIN, 0)
+    balancer = make_balancer(TRAINED[name])
+    trainer = build_trainer(bench, _trained(name), balancer, SHIPPED_TRAIN, 0)
     results = [trainer.step() for _ in range(SHIPPED_TRAIN.steps)]
     return (
         torch.stack([r.losses for r in results]),
@@ -267,29 +281,38 @@ def _shipped_run(n_tasks: int) -> tuple[torch.Tensor, torch.Tensor, tuple[float,
     )
 
 
+@pytest.mark.parametrize("name", sorted(TRAINED))
 @pytest.mark.parametrize("n_tasks", [2, 3, 5, 11, 20])
-def test_the_shipped_generalist_runs_at_any_t(n_tasks: int) -> None:
-    """The trained weights (not a random policy) at T = 2, 3, 5, 11, 20: sum T, positive, acting."""
-    assert PolicyWeighting().path == shipped_policy("generalist")
-    _, weights, _ = _shipped_run(n_tasks)
+def test_the_trained_generalists_run_at_any_t(name: str, n_tasks: int) -> None:
+    """The trained weights (not a random policy) at T = 2, 3, 5, 11, 20: sum T, positive, acting.
+
+    Each runs under the balancer it was trained with and acts differently from IGBv1 there.
+    """
+    assert _trained(name).balancer == TRAINED[name]
+    _, weights, _ = _shipped_run(name, n_tasks)
     w = weights.to(torch.float64)
     assert torch.isfinite(w).all() and (w > 0).all()
     torch.testing.assert_close(w.sum(1), torch.full((len(w),), float(n_tasks), dtype=w.dtype))
     assert torch.equal(w[:8], torch.ones(8, n_tasks, dtype=w.dtype))  # the base window
     bench = Synthetic(n_tasks=n_tasks, **TINY_SYNTHETIC)
-    igbv1 = build_trainer(bench, IGBv1(), make_balancer("sum"), SHIPPED_TRAIN, 0)
+    igbv1 = build_trainer(bench, IGBv1(), make_balancer(TRAINED[name]), SHIPPED_TRAIN, 0)
     ref = torch.tensor(igbv1.fit().weights, dtype=torch.float64)
     assert (w[8:] - ref[8:]).abs().max() > 1e-3  # its own decisions, not the zero action's
 
 
 @settings(max_examples=10, deadline=None)
-@given(n_tasks=st.sampled_from([2, 3, 5, 11, 20]), seed=st.integers(0, 2**16))
-def test_the_shipped_generalist_permutes_its_weights_with_the_tasks(
-    n_tasks: int, seed: int
+@given(
+    name=st.sampled_from(sorted(TRAINED)),
+    n_tasks=st.sampled_from([2, 3, 5, 11, 20]),
+    seed=st.integers(0, 2**16),
+)
+def test_the_trained_generalists_permute_their_weights_with_the_tasks(
+    name: str, n_tasks: int, seed: int
 ) -> None:
-    losses, weights, lrs = _shipped_run(n_tasks)
+    losses, weights, lrs = _shipped_run(name, n_tasks)
     perm = torch.from_numpy(np.random.default_rng(seed).permutation(n_tasks))
-    pw = PolicyWeighting(base_window=(4, 8), total_steps=SHIPPED_TRAIN.steps)
+    pw = _trained(name)
+    pw = PolicyWeighting(pw.path, base_window=(4, 8), total_steps=SHIPPED_TRAIN.steps)
     got = torch.stack([pw.update(x[perm], lr=lr) for x, lr in zip(losses, lrs, strict=True)])
     torch.testing.assert_close(got, weights[:, perm], rtol=1e-6, atol=1e-6)
 
