@@ -7,6 +7,10 @@ mean of (A − B) over the seeds both finished, its 95% Student-t interval, and 
 
     python docs/experiments/scripts/paired_from_csv.py runs/igb_vs_rl/results.csv synthetic \
         "learned policy + DB-MTL" "SI + DB-MTL"
+
+A benchmark ending in ``*`` pools every benchmark label with that prefix (one pair per benchmark
+and seed), e.g. ``"synthetic-wide*"`` for the held-out synthetic tables of the generalist
+comparison.
 """
 
 from __future__ import annotations
@@ -25,14 +29,20 @@ def row_label(row: dict[str, str]) -> str:
     return f"{row['weighting']} + {row['balancer']}"
 
 
-def delta_m_by_seed(path: Path, benchmark: str, label: str) -> dict[int, float]:
-    """Seed -> test Δm of the finished cells of one row."""
-    out: dict[int, float] = {}
+def delta_m_by_seed(path: Path, benchmark: str, label: str) -> dict[tuple[str, int], float]:
+    """(Benchmark, seed) -> test Δm of the finished cells of one row.
+
+    ``benchmark`` ending in ``*`` matches every benchmark label with that prefix.
+    """
+    out: dict[tuple[str, int], float] = {}
     with path.open() as fh:
         for row in csv.DictReader(fh):
-            ok = row["status"] == "ok" and row["benchmark"] == benchmark
-            if ok and row_label(row) == label:
-                out[int(row["seed"])] = float(row["delta_m"])
+            if benchmark.endswith("*"):
+                match = row["benchmark"].startswith(benchmark[:-1])
+            else:
+                match = row["benchmark"] == benchmark
+            if row["status"] == "ok" and match and row_label(row) == label:
+                out[(row["benchmark"], int(row["seed"]))] = float(row["delta_m"])
     return out
 
 
@@ -55,7 +65,8 @@ def main() -> None:
         stats = paired([da[s] - db[s] for s in seeds])
         print(
             f"{args.benchmark}: {a} − {b} = {stats.mean:+.2f} [{stats.low:+.2f}, "
-            f"{stats.high:+.2f}] (A wins {stats.wins}/{len(seeds)}; seeds {seeds})"
+            f"{stats.high:+.2f}] (A wins {stats.wins}/{len(seeds)}; "
+            f"seeds {sorted({seed for _, seed in seeds})})"
         )
 
 
