@@ -300,7 +300,7 @@ def test_the_trained_generalists_run_at_any_t(name: str, n_tasks: int) -> None:
     assert (w[8:] - ref[8:]).abs().max() > 1e-3  # its own decisions, not the zero action's
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(
     name=st.sampled_from(sorted(TRAINED)),
     n_tasks=st.sampled_from([2, 3, 5, 11, 20]),
