@@ -254,8 +254,9 @@ def test_permuting_the_tasks_permutes_the_weights(set_policy, n_tasks: int, seed
 SHIPPED_TRAIN = TrainConfig(steps=60, batch_size=20, base_window=(4, 8))
 REPO = Path(__file__).resolve().parents[3]
 # The trained set policies in the repository and the balancer each was trained with: the shipped
-# default, and the DB-MTL-trained generalist of configs/experiments/generalist.yaml.
-TRAINED = {"generalist": "sum", "generalist-dbmtl-s0": "db_mtl"}
+# default, and the DB-MTL-trained generalists (one per agent seed) of
+# configs/experiments/generalist.yaml.
+TRAINED = {"generalist": "sum", "generalist-dbmtl-s0": "db_mtl", "generalist-dbmtl-s1": "db_mtl"}
 
 
 def _trained(name: str) -> PolicyWeighting:
