@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import stats
 
 from agents.config import deep_merge, resolve_env_config
+from agents.experiments.stats import paired
 from igb_env import make_env, rollout_baseline, rollout_policy
 from mtl_backends.features import FeatureTable
 from mtl_backends.policy import load_policy
@@ -79,15 +79,8 @@ def mean_filler(
         idx = columns(table, n_tasks, feature)
         cols += idx
         values += [float(seen[:, idx].mean())] * len(idx)
-    varies = bool(np.ptp(seen[:, cols], axis=0).max() > 0 or np.ptp(seen[-1, cols]) > 0)
+    varies = bool(np.ptp(seen[:, cols]) > 0)
     return np.array(cols), np.array(values), varies
-
-
-def interval(diffs: np.ndarray) -> tuple[float, float, float]:
-    """Mean and 95% t-interval of paired differences."""
-    mean = float(diffs.mean())
-    half = float(stats.t.ppf(0.975, len(diffs) - 1) * diffs.std(ddof=1) / np.sqrt(len(diffs)))
-    return mean, mean - half, mean + half
 
 
 def main() -> None:
@@ -155,13 +148,13 @@ def main() -> None:
     print("|---|---|---|---|")
     for name in names:
         values = np.array([r[name] for r in runs])
-        mean, low, high = interval(values - ref)
-        lost = -mean / gain if gain else float("nan")
+        diff = paired((values - ref).tolist())
+        lost = -diff.mean / gain if gain else float("nan")
         if not varies[name]:
             name += " (the same in every step and task of a run: nothing to ablate)"
         print(
-            f"| {name} | {values.mean():.3f} | {mean:+.4f} [{low:+.4f}, {high:+.4f}] | "
-            f"{lost:+.0%} |"
+            f"| {name} | {values.mean():.3f} | {diff.mean:+.4f} [{diff.low:+.4f}, "
+            f"{diff.high:+.4f}] | {lost:+.0%} |"
         )
     if args.json:
         args.json.write_text(json.dumps(returns, indent=1))
