@@ -132,6 +132,9 @@ def run_cell(task: CellTask) -> dict[str, Any]:
             "seed": cell.seed,
             "versions": library_versions(),
             "host": platform.node(),
+            # The SIMD kernels torch dispatches to (AVX2, AVX512, ...): runs are bit for bit on
+            # one CPU, but convolutions and numpy's vectorised exp round differently across these.
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "pid": os.getpid(),
             "torch_threads": torch.get_num_threads(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from agents.experiments import cells
 from agents.experiments.cells import (
@@ -66,6 +67,7 @@ def test_ok_record_with_finite_delta_m_and_provenance(best_val: dict[str, Any]) 
     assert prov["config_hash"] == "abc123" and prov["git"]["commit"] == "c0ffee"
     assert prov["seed"] == 0 and prov["torch_threads"] == 1
     assert set(prov["versions"]) == {"python", "torch", "numpy", "igb-rl"}
+    assert prov["cpu_capability"] == torch.backends.cpu.get_cpu_capability() != ""
     assert rec["cell"]["benchmark_label"] == "tiny" and rec["cell"]["row"] == "IGBv1"
     assert rec["cell"]["seed"] == 0 and rec["cell"]["selection"] == "best_val"
     assert 0.0 <= rec["train_wall_time_s"] <= rec["wall_time_s"]

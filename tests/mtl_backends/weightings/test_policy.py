@@ -256,7 +256,12 @@ REPO = Path(__file__).resolve().parents[3]
 # The trained set policies in the repository and the balancer each was trained with: the shipped
 # default, and the DB-MTL-trained generalists (one per agent seed) of
 # configs/experiments/generalist.yaml.
-TRAINED = {"generalist": "sum", "generalist-dbmtl-s0": "db_mtl", "generalist-dbmtl-s1": "db_mtl"}
+TRAINED = {
+    "generalist": "sum",
+    "generalist-dbmtl": "db_mtl",
+    "generalist-dbmtl-s0": "db_mtl",
+    "generalist-dbmtl-s2": "db_mtl",
+}
 
 
 def _trained(name: str) -> PolicyWeighting:
