@@ -404,7 +404,10 @@ class Synthetic(Benchmark):
         ranges = cls.VARIATION_RANGES if family == "default" else cls.WIDE_RANGES
         n_tasks = int(fixed.get("n_tasks", 3))
         lo, hi = ranges["scales"]
-        scales = np.exp(rng.uniform(math.log(lo), math.log(hi), n_tasks))
+        # libm's exp per draw, not numpy's vectorised one: numpy picks SIMD kernels by CPU, and
+        # its AVX-512 exp rounds some draws 1 ulp apart from its AVX2 path, which changed the
+        # drawn scales (and so cell keys) between machines (docs/experiments/generalist.md).
+        scales = np.array([math.exp(u) for u in rng.uniform(math.log(lo), math.log(hi), n_tasks)])
         n_lo, n_hi = ranges["noise"]
         noisy = rng.random(n_tasks) < 0.5
         noise = np.where(noisy, scales * rng.uniform(n_lo, n_hi, n_tasks), 0.0)
