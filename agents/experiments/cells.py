@@ -71,6 +71,31 @@ def library_versions() -> dict[str, str]:
     }
 
 
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni")
+"""CPU flags that change which kernels numpy, oneDNN and MKL run (and so the last bits)."""
+
+
+def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
+    """What of this CPU decides a run's last bits: torch's kernel set and the SIMD flags.
+
+    A run is bit for bit on one CPU model; across models, libraries that choose kernels at run
+    time (oneDNN's convolutions, numpy's vectorised math) may round differently, so records from
+    different machines can differ (``docs/experiments/generalist.md``, run 11). ``simd`` lists the
+    ``SIMD_FLAGS`` the CPU has, read from ``cpuinfo`` (``None`` where that file does not exist).
+    """
+    simd: list[str] | None = None
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.partition(":")[2].split())
+            simd = [f for f in SIMD_FLAGS if f in flags]
+            break
+    return {"torch_capability": torch.backends.cpu.get_cpu_capability(), "simd": simd}
+
+
 def git_commit(where: Path | None = None) -> dict[str, Any]:
     """``{"commit": HEAD or "unknown", "dirty": bool | None}`` of the checkout holding the code."""
     cwd = where or Path(__file__).resolve().parent
@@ -132,9 +157,7 @@ def run_cell(task: CellTask) -> dict[str, Any]:
             "seed": cell.seed,
             "versions": library_versions(),
             "host": platform.node(),
-            # The SIMD kernels torch dispatches to (AVX2, AVX512, ...): runs are bit for bit on
-            # one CPU, but convolutions and numpy's vectorised exp round differently across these.
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu": cpu_info(),
             "pid": os.getpid(),
             "torch_threads": torch.get_num_threads(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -370,6 +393,7 @@ __all__ = [
     "CellTask",
     "StlTask",
     "cell_path",
+    "cpu_info",
     "failed_record",
     "git_commit",
     "library_versions",

@@ -15,6 +15,7 @@ from agents.experiments.cells import (
     CellTask,
     StlTask,
     cell_path,
+    cpu_info,
     failed_record,
     load_record,
     load_records,
@@ -52,6 +53,20 @@ def best_val() -> dict[str, Any]:
     return _run(_cell(selection="best_val", eval_every=10))
 
 
+def test_cpu_info_reads_the_simd_flags_that_change_kernels(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nflags\t\t: fpu sse4_2 avx2 fma avx512f avx512vl ht\n"
+        "processor\t: 1\nflags\t\t: fpu sse4_2 avx2 fma avx512f avx512vl ht\n"
+    )
+    info = cpu_info(cpuinfo)
+    assert info["simd"] == ["sse4_2", "avx2", "fma", "avx512f", "avx512vl"]  # SIMD_FLAGS order
+    assert info["torch_capability"] == torch.backends.cpu.get_cpu_capability()
+    cpuinfo.write_text("flags\t\t: fpu sse4_2 avx avx2 fma\n")
+    assert cpu_info(cpuinfo)["simd"] == ["sse4_2", "avx", "avx2", "fma"]
+    assert cpu_info(tmp_path / "absent")["simd"] is None  # not Linux: unknown, not empty
+
+
 def test_ok_record_with_finite_delta_m_and_provenance(best_val: dict[str, Any]) -> None:
     rec = best_val
     assert rec["status"] == "ok"
@@ -67,7 +82,8 @@ def test_ok_record_with_finite_delta_m_and_provenance(best_val: dict[str, Any]) 
     assert prov["config_hash"] == "abc123" and prov["git"]["commit"] == "c0ffee"
     assert prov["seed"] == 0 and prov["torch_threads"] == 1
     assert set(prov["versions"]) == {"python", "torch", "numpy", "igb-rl"}
-    assert prov["cpu_capability"] == torch.backends.cpu.get_cpu_capability() != ""
+    assert prov["cpu"] == cpu_info()
+    assert prov["cpu"]["torch_capability"] == torch.backends.cpu.get_cpu_capability() != ""
     assert rec["cell"]["benchmark_label"] == "tiny" and rec["cell"]["row"] == "IGBv1"
     assert rec["cell"]["seed"] == 0 and rec["cell"]["selection"] == "best_val"
     assert 0.0 <= rec["train_wall_time_s"] <= rec["wall_time_s"]
