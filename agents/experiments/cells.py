@@ -81,19 +81,26 @@ def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
     A run is bit for bit on one CPU model; across models, libraries that choose kernels at run
     time (oneDNN's convolutions, numpy's vectorised math) may round differently, so records from
     different machines can differ (``docs/experiments/generalist.md``, run 11). ``simd`` lists the
-    ``SIMD_FLAGS`` the CPU has, read from ``cpuinfo`` (``None`` where that file does not exist).
+    ``SIMD_FLAGS`` the CPU has and ``model`` its model name, read from ``cpuinfo`` (``None``
+    where that file does not exist), so that timings (``igb perf``) name the machine they ran on.
     """
     simd: list[str] | None = None
+    model: str | None = None
     try:
         text = cpuinfo.read_text(encoding="utf-8", errors="replace")
     except OSError:
         text = ""
     for line in text.splitlines():
-        if line.startswith("flags"):
+        if line.startswith("flags") and simd is None:
             flags = set(line.partition(":")[2].split())
             simd = [f for f in SIMD_FLAGS if f in flags]
-            break
-    return {"torch_capability": torch.backends.cpu.get_cpu_capability(), "simd": simd}
+        elif line.startswith("model name") and model is None:
+            model = line.partition(":")[2].strip() or None
+    return {
+        "torch_capability": torch.backends.cpu.get_cpu_capability(),
+        "simd": simd,
+        "model": model,
+    }
 
 
 def git_commit(where: Path | None = None) -> dict[str, Any]:

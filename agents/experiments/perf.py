@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import platform
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
+from agents.experiments.cells import cpu_info
 from agents.experiments.perf_agent import AGENT_KEYS, OVERHEAD_QUARTILES, agent_overheads
 from agents.experiments.perf_batched import BATCHED_KEYS, batched_env_rates
 from agents.experiments.timing import interleaved_medians, num_threads
@@ -152,7 +155,9 @@ def run_perf(
 
     Returns:
         A JSON-ready dict of the keys listed in the module docstring plus ``threads``,
-        ``repeats``, ``tiny`` and ``torch``.
+        ``repeats``, ``tiny``, ``torch`` and ``host`` (the machine the figures were taken on:
+        architecture, logical CPUs, CPU model, SIMD flags and torch's kernel set; timings from
+        different hosts are not comparable).
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
@@ -165,6 +170,7 @@ def run_perf(
         "repeats": repeats,
         "tiny": tiny,
         "torch": torch.__version__,
+        "host": {"machine": platform.machine(), "cpus": os.cpu_count(), **cpu_info()},
         "jacobian_batched_speedup": jacobian_batched_speedup(task_counts, (1, 2), repeats, tiny),
         "balancer_cost_vs_ew": ratios,
         "ew_step_ms": ew_ms,
@@ -179,6 +185,7 @@ def format_table(result: dict[str, Any]) -> str:
         f"igb perf: torch {result['torch']}, {result['threads']} thread(s) for step costs, "
         f"median of {result['repeats']} interleaved repeats"
         + (" (tiny model: ratios not meaningful)" if result["tiny"] else ""),
+        _host_line(result.get("host")),
         "",
         "jacobian_batched_speedup (sequential time / batched time; > 1: batched faster)",
     ]
@@ -211,6 +218,18 @@ def format_table(result: dict[str, Any]) -> str:
             f"{result['agent_batched16_env_steps_per_second']:10.1f}"
         )
     return "\n".join(lines)
+
+
+def _host_line(host: dict[str, Any] | None) -> str:
+    """The ``host`` line of the table (results written before it existed lack the key)."""
+    if not host:
+        return "host: not recorded"
+    simd = host.get("simd")
+    return (
+        f"host: {host.get('model') or 'unknown CPU'}, {host.get('cpus')} CPUs "
+        f"({host.get('machine')}), torch kernels {host.get('torch_capability')}, SIMD "
+        + (" ".join(simd) if simd else "unknown")
+    )
 
 
 def all_finite(obj: Any) -> bool:

@@ -9,6 +9,11 @@ interval and the wins (seeds where the row's Δm is lower), the CPU time relativ
 fallbacks, unconverged steps, ...) from the cell records.
 
     python docs/experiments/scripts/issue15_baselines_table.py runs/baselines synthetic
+
+With ``--combined`` (and no benchmark) it prints one table of every row on every benchmark of the
+run instead (test Δm mean ± std, and the seeds where the row beats EW + sum), the README's table:
+
+    python docs/experiments/scripts/issue15_baselines_table.py runs/baselines --combined
 """
 
 from __future__ import annotations
@@ -45,24 +50,73 @@ def diagnostics(run: Path) -> dict[tuple[str, str, int], dict[str, float]]:
     return out
 
 
-def main() -> None:
-    """Print the table of one benchmark."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("run", type=Path, help="the --out folder of igb compare")
-    parser.add_argument("benchmark", help="benchmark label")
-    args = parser.parse_args()
+def collect(
+    run: Path, benchmark: str
+) -> tuple[list[str], dict[str, dict[int, float]], dict[str, dict[int, float]]]:
+    """Rows in table order, and ``row -> seed -> Δm`` and ``-> CPU seconds`` of one benchmark."""
     dm: dict[str, dict[int, float]] = defaultdict(dict)
     cpu: dict[str, dict[int, float]] = defaultdict(dict)
     order: list[str] = []
-    with (args.run / "results.csv").open() as fh:
+    with (run / "results.csv").open() as fh:
         for row in csv.DictReader(fh):
-            if row["benchmark"] != args.benchmark or row["status"] != "ok":
+            if row["benchmark"] != benchmark or row["status"] != "ok":
                 continue
             label = row_label(row)
             if label not in order:
                 order.append(label)
             dm[label][int(row["seed"])] = float(row["delta_m"])
             cpu[label][int(row["seed"])] = float(row["cpu_time_s"])
+    return order, dm, cpu
+
+
+def benchmarks(run: Path) -> list[str]:
+    """Benchmark labels of the run with at least one finished cell, in table order."""
+    out: list[str] = []
+    with (run / "results.csv").open() as fh:
+        for row in csv.DictReader(fh):
+            if row["status"] == "ok" and row["benchmark"] not in out:
+                out.append(row["benchmark"])
+    return out
+
+
+def combined(run: Path) -> None:
+    """Print every row's Δm on every benchmark (mean ± std, wins against EW + sum)."""
+    names = benchmarks(run)
+    data = {b: collect(run, b) for b in names}
+    order: list[str] = []
+    for b in names:
+        order += [label for label in data[b][0] if label not in order]
+    print("| Method | " + " | ".join(f"{b} Δm% ↓ (beats EW)" for b in names) + " |")
+    print("|---" * (len(names) + 1) + "|")
+    for label in order:
+        cells = []
+        for b in names:
+            _, dm, _ = data[b]
+            if label not in dm:
+                cells.append("—")
+                continue
+            mean, std = mean_std([dm[label][s] for s in sorted(dm[label])])
+            ew = dm.get("EW", {})
+            seeds = sorted(set(dm[label]) & set(ew))
+            wins = sum(dm[label][s] < ew[s] for s in seeds)
+            versus = "" if label == "EW" else f" ({wins}/{len(seeds)})"
+            cells.append(f"{mean:+.2f} ± {std:.2f}{versus}")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
+def main() -> None:
+    """Print the table of one benchmark, or (``--combined``) of all of them."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("run", type=Path, help="the --out folder of igb compare")
+    parser.add_argument("benchmark", nargs="?", help="benchmark label")
+    parser.add_argument("--combined", action="store_true", help="every benchmark, Δm only")
+    args = parser.parse_args()
+    if args.combined:
+        combined(args.run)
+        return
+    if args.benchmark is None:
+        parser.error("give a benchmark label, or --combined")
+    order, dm, cpu = collect(args.run, args.benchmark)
     counters = diagnostics(args.run)
     print("| Method | seeds | Δm% ↓ | Δm − EW ↓ (wins) | CPU vs EW | diagnostics (summed) |")
     print("|---|---|---|---|---|---|")

@@ -56,14 +56,17 @@ def best_val() -> dict[str, Any]:
 def test_cpu_info_reads_the_simd_flags_that_change_kernels(tmp_path: Path) -> None:
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(
-        "processor\t: 0\nflags\t\t: fpu sse4_2 avx2 fma avx512f avx512vl ht\n"
+        "processor\t: 0\nmodel name\t: Example CPU 9000\n"
+        "flags\t\t: fpu sse4_2 avx2 fma avx512f avx512vl ht\n"
         "processor\t: 1\nflags\t\t: fpu sse4_2 avx2 fma avx512f avx512vl ht\n"
     )
     info = cpu_info(cpuinfo)
     assert info["simd"] == ["sse4_2", "avx2", "fma", "avx512f", "avx512vl"]  # SIMD_FLAGS order
     assert info["torch_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert info["model"] == "Example CPU 9000"
     cpuinfo.write_text("flags\t\t: fpu sse4_2 avx avx2 fma\n")
     assert cpu_info(cpuinfo)["simd"] == ["sse4_2", "avx", "avx2", "fma"]
+    assert cpu_info(cpuinfo)["model"] is None  # no model line (e.g. some ARM kernels)
     assert cpu_info(tmp_path / "absent")["simd"] is None  # not Linux: unknown, not empty
 
 

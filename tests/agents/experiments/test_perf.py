@@ -4,6 +4,7 @@ import functools
 import json
 
 import pytest
+import torch
 
 import agents.experiments.timing as timing
 from agents.cli import main
@@ -16,6 +17,11 @@ def test_igb_perf_json_tiny_has_every_key_finite(capsys: pytest.CaptureFixture[s
     assert main(["perf", "--json", "--tiny", "--threads", "1", "--repeats", "1"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["threads"] == 1
+    # The machine the figures were taken on (timings from different hosts do not compare).
+    host = result["host"]
+    assert host["cpus"] >= 1 and host["machine"]
+    assert host["torch_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert set(host) == {"machine", "cpus", "torch_capability", "simd", "model"}
     assert set(result["jacobian_batched_speedup"]) == {"T=3", "T=10"}
     for row in result["jacobian_batched_speedup"].values():
         assert set(row) == {"threads=1", "threads=2"}
@@ -33,6 +39,7 @@ def test_igb_perf_json_tiny_has_every_key_finite(capsys: pytest.CaptureFixture[s
     assert result["agent_batched16_env_steps_per_second"] > 0
     table = format_table(result)
     assert "f-cagrad" in table and "threads=2" in table and "speedup" in table
+    assert f"torch kernels {host['torch_capability']}" in table.splitlines()[1]
 
 
 def test_interleaved_medians_orders_calls() -> None:
