@@ -14,6 +14,9 @@ this pairs each row with IGBv1 on the same instance and seed and prints, per row
 
     python docs/experiments/scripts/generalist_reward_vs_dm.py runs/generalist
 
+``--balancer`` and ``--reference`` pick another balancer's cells and another reference row (e.g.
+``--balancer DB-MTL --reference SI`` for the DB-MTL generalist against DB-MTL as published).
+
 The cells must be in ``DIR/cells`` (extract ``docs/results/generalist_eval/cells.tar.xz``).
 """
 
@@ -57,22 +60,25 @@ def _scores(cell: dict[str, Any], cache: dict[str, np.ndarray]) -> tuple[float, 
 
 
 def main() -> None:
-    """Print the agreement table of every row against IGBv1."""
+    """Print the agreement table of every row against the reference row (IGBv1)."""
     parser = argparse.ArgumentParser(description="training reward vs test Δm against IGBv1")
     parser.add_argument("folder", type=Path, help="an igb compare output folder with cells/")
     parser.add_argument("--prefix", default="synthetic-wide", help="benchmark label prefix")
+    parser.add_argument("--balancer", default="sum", help="balancer label of the cells")
+    parser.add_argument("--reference", default=REFERENCE, help="weighting row to pair with")
     args = parser.parse_args()
+    reference = args.reference
     cache: dict[str, np.ndarray] = {}
     by_pair: dict[tuple[str, str], dict[str, tuple[float, float, float]]] = defaultdict(dict)
     with (args.folder / "results.csv").open() as f:
         for row in csv.DictReader(f):
-            if row["status"] != "ok" or row["balancer"] != "sum":
+            if row["status"] != "ok" or row["balancer"] != args.balancer:
                 continue
             if not row["benchmark"].startswith(args.prefix):
                 continue
             cell = json.loads((args.folder / "cells" / f"{row['cell_key']}.json").read_text())
             by_pair[(row["benchmark"], row["seed"])][row["weighting"]] = _scores(cell, cache)
-    methods = sorted({m for pair in by_pair.values() for m in pair} - {REFERENCE})
+    methods = sorted({m for pair in by_pair.values() for m in pair} - {reference})
     print(
         "| row | pairs | reward agrees with Δm | Spearman(ΔR, −ΔΔm) | "
         "agrees with log-Δm | Spearman(ΔR, −Δlog-Δm) | mean ΔR | mean ΔΔm |"
@@ -81,9 +87,9 @@ def main() -> None:
     for method in methods:
         d_r, d_dm, d_log = [], [], []
         for pair in by_pair.values():
-            if method in pair and REFERENCE in pair:
+            if method in pair and reference in pair:
                 r, dm, log_dm = pair[method]
-                r0, dm0, log0 = pair[REFERENCE]
+                r0, dm0, log0 = pair[reference]
                 d_r.append(r - r0)
                 d_dm.append(dm - dm0)
                 d_log.append(log_dm - log0)
