@@ -87,6 +87,8 @@ class BatchedEpisodes:
         self.running = np.zeros(self.n, dtype=bool)
         self.window_losses: list[np.ndarray | None] = [None] * self.n
         self.val_losses: list[np.ndarray | None] = [None] * self.n
+        self.val_metrics: list[np.ndarray | None] = [None] * self.n
+        self._signs: list[np.ndarray] = [np.zeros(0)] * self.n
         self._lower: list[np.ndarray] = [np.zeros(0)] * self.n
         self._val_rows = 0
         self._pending = np.zeros(self.n, dtype=bool)
@@ -172,8 +174,10 @@ class BatchedEpisodes:
         self.instances[i] = instance
         self.held[i].hold(None, bench.n_tasks)
         self._lower[i] = bench.lower_bounds.detach().to(torch.float64).numpy()
+        self._signs[i] = np.array([1.0 if m.higher_is_better else -1.0 for m in bench.metric_specs])
         self.window_losses[i] = None
         self.val_losses[i] = None
+        self.val_metrics[i] = None
         self.running[i] = True
 
     def _base_windows(self, slots: np.ndarray) -> None:
@@ -186,9 +190,10 @@ class BatchedEpisodes:
             if not active.any():
                 break
             self._step(active, first=False)
-        val = self._validation()
+        val, metrics = self._validation()
         for i in np.flatnonzero(slots):
             self.val_losses[i] = None if val is None else val[i]
+            self.val_metrics[i] = None if metrics is None else metrics[i]
             if bool(trainer.diverged[i]):
                 self.running[i] = False
 
@@ -265,11 +270,12 @@ class BatchedEpisodes:
             self.trackers[i].record_weights(weights[i])
         return result.losses.numpy(), weights.numpy(), stepping
 
-    def _validation(self) -> np.ndarray | None:
+    def _validation(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Every slot's validation losses ``[N, T]`` and (metric rewards) metrics ``[N, M]``."""
         if not self.reward.needs_validation:
-            return None
-        losses = self._require().validation_losses(self._val_rows)
-        return losses.to(torch.float64).numpy()
+            return None, None
+        losses, metrics = self._require().validation(self._val_rows, self.reward.needs_metrics)
+        return losses.to(torch.float64).numpy(), None if metrics is None else metrics.numpy()
 
     def observations(self) -> np.ndarray:
         """Every slot's features ``[N, D]`` (float32; zeros for a slot that is not running)."""
@@ -318,7 +324,7 @@ class BatchedEpisodes:
             weights_sum[stepped] += weights[stepped].astype(np.float64)
             counts[stepped] += 1
         done = trainer.done.numpy().copy()
-        val = self._validation()
+        val, metrics = self._validation()
         rewards = np.zeros(n)
         diverged = np.zeros(n, dtype=bool)
         terminated = np.zeros(n, dtype=bool)
@@ -328,6 +334,7 @@ class BatchedEpisodes:
         dead = trainer.diverged.numpy()
         for i in np.flatnonzero(running):
             val_now = None if val is None else val[i]
+            metrics_now = None if metrics is None else metrics[i]
             reward = math.nan
             if not dead[i]:
                 tracker = self.trackers[i]
@@ -340,8 +347,13 @@ class BatchedEpisodes:
                     lr_ratio=tracker.lr_ratio,
                     val_prev=self.val_losses[i],
                     val_now=val_now,
+                    val_metrics_prev=self.val_metrics[i],
+                    val_metrics_now=metrics_now,
+                    metric_signs=None if metrics_now is None else self._signs[i],
                 )
-                finite_val = val_now is None or bool(np.isfinite(val_now).all())
+                finite_val = (val_now is None or bool(np.isfinite(val_now).all())) and (
+                    metrics_now is None or bool(np.isfinite(metrics_now).all())
+                )
                 if finite_val:
                     reward = self.reward(inputs, self.config.reward_scale, **self.reward_kwargs)
             if not math.isfinite(reward):
@@ -351,6 +363,7 @@ class BatchedEpisodes:
                 continue
             rewards[i] = reward
             self.window_losses[i], self.val_losses[i] = window[i], val_now
+            self.val_metrics[i] = metrics_now
             terminated[i] = bool(done[i])
             if done[i]:
                 self.running[i] = False
@@ -374,6 +387,7 @@ class BatchedEpisodes:
             "pending": self._pending.copy(),
             "window_losses": [None if w is None else w.copy() for w in self.window_losses],
             "val_losses": [None if v is None else v.copy() for v in self.val_losses],
+            "val_metrics": [None if v is None else v.copy() for v in self.val_metrics],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -401,6 +415,9 @@ class BatchedEpisodes:
         self._pending = np.asarray(state["pending"], dtype=bool).copy()
         self.window_losses = [None if w is None else w.copy() for w in state["window_losses"]]
         self.val_losses = [None if v is None else v.copy() for v in state["val_losses"]]
+        # States written before metric rewards existed have no metrics (their rewards need none).
+        metrics = state.get("val_metrics", [None] * self.n)
+        self.val_metrics = [None if v is None else v.copy() for v in metrics]
 
 
 __all__ = ["BatchedEpisodes", "BatchedOutcome"]

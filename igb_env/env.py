@@ -76,7 +76,11 @@ class IGBEnv(gym.Env[np.ndarray, np.ndarray]):
     loss on a fixed held-in validation batch (the first ``val_batch_size`` rows of the instance's
     ``val`` split) since the previous step; it telescopes to the episode's total improvement.
     ``mean_log_gap_decrease``: the same on the window-mean training loss. ``min_gap_decrease``:
-    IGBv2's worst-task base-normalised decrease (optional capped LR factor). Always a finite Python
+    IGBv2's worst-task base-normalised decrease (optional capped LR factor).
+    ``val_log_metric_improvement``: the mean over the benchmark's metrics (accuracy, MSE, ...) of
+    the signed change of their log on the same validation batch (``+`` where higher is better):
+    the log form of validation Δm, which does not pay for a saturated classifier's loss falling
+    further. Always a finite Python
     ``float``; the step in which training diverges gets ``divergence_penalty``.
 
     ## Starting State

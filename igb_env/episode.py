@@ -143,6 +143,12 @@ class Episode:
                 val.targets[:n].to(self.trainer.device),
             )
         self.val_losses: np.ndarray | None = None
+        self.val_metrics: np.ndarray | None = None
+        # +1 where a metric is better higher (accuracy), -1 where lower (a loss): the metric
+        # rewards' direction, in ``metric_specs`` order.
+        self.metric_signs = np.array(
+            [1.0 if m.higher_is_better else -1.0 for m in benchmark.metric_specs]
+        )
         self.window_losses: np.ndarray | None = None
         self.over = False
 
@@ -164,17 +170,24 @@ class Episode:
         trainer.forward()
         assert trainer.progress.base_losses is not None
         self.window_losses = trainer.progress.base_losses.numpy().copy()
-        self.val_losses = self._validation_losses()
+        self.val_losses, self.val_metrics = self._validation()
 
-    def _validation_losses(self) -> np.ndarray | None:
+    def _validation(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Losses ``[T]`` and (for a metric reward) metrics ``[M]`` on the validation batch."""
         if self._val is None:
-            return None
+            return None, None
         x, y = self._val
         trainer = self.trainer
         with torch.no_grad():
             outputs = predict(trainer.model, x, trainer.config.eval_batch_size)
-            losses = self.benchmark.losses(outputs, y)
-        return losses.detach().to("cpu", torch.float64).numpy()
+            losses = self.benchmark.losses(outputs, y).detach().to("cpu", torch.float64).numpy()
+            metrics = None
+            if self.reward.needs_metrics:
+                values = self.benchmark.metrics(outputs, y)
+                metrics = np.array(
+                    [values[m.name] for m in self.benchmark.metric_specs], dtype=np.float64
+                )
+        return losses, metrics
 
     def observation(self) -> np.ndarray:
         """The current features (float32, clipped to the table's bounds)."""
@@ -203,7 +216,7 @@ class Episode:
             done = trainer.done
             if not done:
                 trainer.forward()
-            val_now = self._validation_losses()
+            val_now, metrics_now = self._validation()
             assert self.window_losses is not None and trainer.progress.base_losses is not None
             window = _row_mean(step_losses)
             inputs = RewardInput(
@@ -214,8 +227,13 @@ class Episode:
                 lr_ratio=trainer.progress.lr_ratio,
                 val_prev=self.val_losses,
                 val_now=val_now,
+                val_metrics_prev=self.val_metrics,
+                val_metrics_now=metrics_now,
+                metric_signs=self.metric_signs if metrics_now is not None else None,
             )
-            finite_val = val_now is None or bool(np.isfinite(val_now).all())
+            finite_val = (val_now is None or bool(np.isfinite(val_now).all())) and (
+                metrics_now is None or bool(np.isfinite(metrics_now).all())
+            )
             reward = (
                 self.reward(inputs, self.config.reward_scale, **self.reward_kwargs)
                 if finite_val
@@ -224,12 +242,12 @@ class Episode:
         except DivergenceError:
             reward = math.nan
             done = True
-            window, val_now = np.full(n_tasks, math.nan), None
+            window, val_now, metrics_now = np.full(n_tasks, math.nan), None, None
         weights = _row_mean(step_weights) if step_weights else np.zeros(n_tasks)
         if not math.isfinite(reward):
             self.over = True
             return StepOutcome(float(self.config.divergence_penalty), True, True, weights, val_now)
-        self.window_losses, self.val_losses = window, val_now
+        self.window_losses, self.val_losses, self.val_metrics = window, val_now, metrics_now
         self.over = done
         return StepOutcome(reward, done, False, weights, val_now)
 

@@ -13,6 +13,13 @@ window's predecessor being the base losses ``L_base``.
   held-in validation batch, ``V_prev`` measured at the previous env step (or at the end of the base
   window). Over an episode it telescopes to ``α · mean_t log(V_base,t / V_end,t)``. It worked best
   in the prototype (``docs/architecture.md``, "Defaults and where they come from").
+* ``val_log_metric_improvement``: ``α · mean_m s_m [log M_now,m − log M_prev,m]`` over the
+  benchmark's metrics on the same validation batch (``s_m = +1`` where higher is better, e.g. a
+  classifier's accuracy, ``−1`` for a loss or an error), each metric floored at ``1e-6``. Over
+  an episode it telescopes to the log form of validation Δm against the start of the episode:
+  it pays for what the metrics gain, not for a saturated classifier's cross-entropy falling
+  further (``docs/experiments/generalist.md``, "Why the DB-MTL generalist loses on
+  multi_digits").
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from typing import Any
 import numpy as np
 
 TINY = 1e-30
+METRIC_FLOOR = 1e-6
+"""Lower clip of a metric inside ``val_log_metric_improvement``'s log (an accuracy of 0)."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,10 @@ class RewardInput:
         val_prev: Validation losses at the previous env step (``None`` unless the reward needs
             them).
         val_now: Validation losses now (``None`` unless the reward needs them).
+        val_metrics_prev: The benchmark's metrics (``metric_specs`` order) on the validation
+            batch at the previous env step (``None`` unless the reward needs metrics).
+        val_metrics_now: The same metrics now.
+        metric_signs: ``+1`` for each metric where higher is better, ``-1`` where lower is.
     """
 
     losses_prev: np.ndarray
@@ -48,6 +61,9 @@ class RewardInput:
     lr_ratio: float
     val_prev: np.ndarray | None = None
     val_now: np.ndarray | None = None
+    val_metrics_prev: np.ndarray | None = None
+    val_metrics_now: np.ndarray | None = None
+    metric_signs: np.ndarray | None = None
 
 
 RewardFn = Callable[..., float]
@@ -62,11 +78,14 @@ class Reward:
         fn: ``fn(inputs, scale, **kwargs) -> float``.
         needs_validation: Whether ``inputs.val_prev``/``val_now`` must be filled (a validation pass
             per env step, needed only in training).
+        needs_metrics: Whether ``inputs.val_metrics_prev``/``val_metrics_now``/``metric_signs``
+            must be filled too (the benchmark's metrics on the same validation outputs).
     """
 
     name: str
     fn: RewardFn
     needs_validation: bool
+    needs_metrics: bool = False
 
     def __call__(self, inputs: RewardInput, scale: float = 1.0, **kwargs: Any) -> float:
         """The reward as a Python float (``nan``/``inf`` mean the step diverged)."""
@@ -115,6 +134,26 @@ def val_log_improvement(inputs: RewardInput, scale: float) -> float:
     return scale * float(np.mean(prev - now))
 
 
+def val_log_metric_improvement(inputs: RewardInput, scale: float) -> float:
+    """Mean over metrics of the signed change of the log validation metric since the last step.
+
+    Raises:
+        ValueError: The metrics or their signs are missing, or their shapes differ.
+    """
+    prev, now, signs = inputs.val_metrics_prev, inputs.val_metrics_now, inputs.metric_signs
+    if prev is None or now is None or signs is None:
+        raise ValueError(
+            "val_log_metric_improvement needs validation metrics "
+            "(val_metrics_prev, val_metrics_now and metric_signs)"
+        )
+    if not prev.shape == now.shape == signs.shape:
+        raise ValueError(
+            f"metric shapes differ: prev {prev.shape}, now {now.shape}, signs {signs.shape}"
+        )
+    change = np.log(np.maximum(now, METRIC_FLOOR)) - np.log(np.maximum(prev, METRIC_FLOOR))
+    return scale * float(np.mean(signs * change))
+
+
 REWARDS: dict[str, Reward] = {
     "min_gap_decrease": Reward("min_gap_decrease", min_gap_decrease, needs_validation=False),
     "mean_log_gap_decrease": Reward(
@@ -122,6 +161,12 @@ REWARDS: dict[str, Reward] = {
     ),
     "val_log_improvement": Reward(
         "val_log_improvement", val_log_improvement, needs_validation=True
+    ),
+    "val_log_metric_improvement": Reward(
+        "val_log_metric_improvement",
+        val_log_metric_improvement,
+        needs_validation=True,
+        needs_metrics=True,
     ),
 }
 
@@ -146,4 +191,5 @@ __all__ = [
     "mean_log_gap_decrease",
     "min_gap_decrease",
     "val_log_improvement",
+    "val_log_metric_improvement",
 ]

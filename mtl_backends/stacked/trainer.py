@@ -720,6 +720,17 @@ class StackedTrainer:
         Returns:
             Losses ``[N, T]``, as ``benchmark.losses`` on the slot model's outputs.
         """
+        return self.validation(n, metrics=False)[0]
+
+    def validation(
+        self, n: int | None = None, metrics: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
+        """Losses ``[N, T]`` and, with ``metrics``, every slot's metrics ``[N, M]`` (no gradient).
+
+        One forward pass serves both: the metrics are each slot benchmark's ``metrics`` (in
+        ``metric_specs`` order, float64) on the slot's outputs for its first ``n`` validation
+        rows, as a single trainer's benchmark computes them on the same outputs.
+        """
         n = self.n_val if n is None else n
         if not 1 <= n <= self.n_val:
             raise ValueError(f"n must lie in [1, {self.n_val}], got {n}")
@@ -732,7 +743,14 @@ class StackedTrainer:
             ]
             outputs = [torch.cat([p[t] for p in pieces], dim=1) for t in range(len(pieces[0]))]
             losses: Tensor = self._batched_losses_of_outputs(outputs, self._val_y[:, :n])
-        return losses
+            values = None
+            if metrics:
+                rows = []
+                for i, bench in enumerate(self._benchmarks):
+                    got = bench.metrics([o[i] for o in outputs], self._val_y[i, :n])
+                    rows.append([got[m.name] for m in bench.metric_specs])
+                values = torch.tensor(rows, dtype=torch.float64)
+        return losses, values
 
     # -- state ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from igb_env.rewards import lr_factor
 from mtl_backends.benchmarks import predict
 from mtl_backends.results import DivergenceError, StepResult
 from mtl_backends.weightings import LossWeighting, make_weighting
+from tests._tiny import TINY_SYNTHETIC
 
 # smoke: 60 steps, base window [5, 10), K = 10, reward val_log_improvement x 10.
 SMOKE: dict[str, Any] = {"preset": "smoke"}
@@ -150,6 +151,47 @@ def test_validation_losses_are_on_the_first_rows_of_val(rows: int) -> None:
     np.testing.assert_allclose(outcome.val_losses, val_losses(), rtol=1e-6)
     expected = 10.0 * float(np.mean(np.log(prev) - np.log(outcome.val_losses)))
     assert outcome.reward == pytest.approx(expected, rel=1e-12)
+
+
+# Two classifiers (2 classes) and a regression: the metric reward reads accuracies and an MSE.
+METRIC: dict[str, Any] = {
+    "reward": {"name": "val_log_metric_improvement"},
+    "benchmark": {
+        "name": "synthetic",
+        **TINY_SYNTHETIC,
+        "kinds": ["classification", "classification", "regression"],
+        "classes": [2, 2, 2],
+    },
+}
+
+
+def test_metric_reward_reads_the_benchmarks_metrics_on_the_validation_batch() -> None:
+    episode = _episode(METRIC, instance=2)
+    episode.start()
+    bench = episode.benchmark
+
+    def metrics() -> np.ndarray:
+        val = bench.split("val")
+        outputs = predict(episode.trainer.model, val.inputs[:50])
+        got = bench.metrics(outputs, val.targets[:50])
+        return np.array([got[m.name] for m in bench.metric_specs])
+
+    assert [m.name for m in bench.metric_specs] == ["t1_acc", "t2_acc", "t3_mse"]
+    np.testing.assert_array_equal(episode.metric_signs, [1.0, 1.0, -1.0])
+    assert episode.val_metrics is not None and episode.val_losses is not None
+    np.testing.assert_allclose(episode.val_metrics, metrics(), rtol=1e-6)
+    rewards = []
+    for _ in range(3):
+        prev = episode.val_metrics.copy()
+        outcome = episode.advance()
+        now = metrics()
+        np.testing.assert_allclose(episode.val_metrics, now, rtol=1e-6)
+        change = np.log(np.maximum(now, 1e-6)) - np.log(np.maximum(prev, 1e-6))
+        expected = 10.0 * float(np.mean(np.array([1.0, 1.0, -1.0]) * change))
+        assert outcome.reward == pytest.approx(expected, rel=1e-9, abs=1e-12)
+        rewards.append(outcome.reward)
+    # Not the loss reward: the accuracies move in steps of 1/50 while the losses move always.
+    assert any(r != 0.0 for r in rewards)
 
 
 def test_validation_batch_size_changes_the_losses() -> None:

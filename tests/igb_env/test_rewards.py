@@ -18,6 +18,7 @@ from igb_env.rewards import (
     mean_log_gap_decrease,
     min_gap_decrease,
     val_log_improvement,
+    val_log_metric_improvement,
 )
 
 
@@ -29,8 +30,15 @@ def _inputs(
     lr_ratio: float = 1.0,
     val_prev: list[float] | None = None,
     val_now: list[float] | None = None,
+    metrics_prev: list[float] | None = None,
+    metrics_now: list[float] | None = None,
+    signs: list[float] | None = None,
 ) -> RewardInput:
     n = len(prev)
+
+    def arr(values: list[float] | None) -> np.ndarray | None:
+        return None if values is None else np.asarray(values, dtype=np.float64)
+
     return RewardInput(
         losses_prev=np.asarray(prev, dtype=np.float64),
         losses_now=np.asarray(now, dtype=np.float64),
@@ -39,6 +47,9 @@ def _inputs(
         lr_ratio=lr_ratio,
         val_prev=None if val_prev is None else np.asarray(val_prev, dtype=np.float64),
         val_now=None if val_now is None else np.asarray(val_now, dtype=np.float64),
+        val_metrics_prev=arr(metrics_prev),
+        val_metrics_now=arr(metrics_now),
+        metric_signs=arr(signs),
     )
 
 
@@ -50,8 +61,19 @@ STEP = _inputs(
 
 
 def test_registry_names_and_validation_needs() -> None:
-    assert set(REWARDS) == {"min_gap_decrease", "mean_log_gap_decrease", "val_log_improvement"}
-    assert {name for name, r in REWARDS.items() if r.needs_validation} == {"val_log_improvement"}
+    assert set(REWARDS) == {
+        "min_gap_decrease",
+        "mean_log_gap_decrease",
+        "val_log_improvement",
+        "val_log_metric_improvement",
+    }
+    assert {name for name, r in REWARDS.items() if r.needs_validation} == {
+        "val_log_improvement",
+        "val_log_metric_improvement",
+    }
+    assert {name for name, r in REWARDS.items() if r.needs_metrics} == {
+        "val_log_metric_improvement"
+    }
     for name, reward in REWARDS.items():
         assert reward.name == name
         assert get_reward(name) is reward
@@ -60,8 +82,9 @@ def test_registry_names_and_validation_needs() -> None:
 def test_get_reward_unknown_name_lists_the_choices() -> None:
     with pytest.raises(ValueError, match="unknown reward 'min_gap'") as err:
         get_reward("min_gap")
-    assert "valid choices: mean_log_gap_decrease, min_gap_decrease, val_log_improvement" in str(
-        err.value
+    assert (
+        "valid choices: mean_log_gap_decrease, min_gap_decrease, val_log_improvement, "
+        "val_log_metric_improvement" in str(err.value)
     )
 
 
@@ -187,6 +210,91 @@ def test_val_log_improvement_telescopes(
     assert total == pytest.approx(expected, rel=1e-9, abs=1e-9)
 
 
+def test_val_log_metric_improvement_hand_values() -> None:
+    # An accuracy 0.5 -> 0.8 (higher is better) and an MSE 2 -> 1 (lower is better):
+    # mean(log(0.8 / 0.5), -log(1 / 2)) = mean(0.470004, 0.693147).
+    inputs = _inputs(
+        prev=[1.0, 1.0],
+        now=[1.0, 1.0],
+        metrics_prev=[0.5, 2.0],
+        metrics_now=[0.8, 1.0],
+        signs=[1.0, -1.0],
+    )
+    expected = 0.5 * (math.log(0.8 / 0.5) + math.log(2.0))
+    assert val_log_metric_improvement(inputs, 1.0) == pytest.approx(expected, rel=1e-12)
+    assert REWARDS["val_log_metric_improvement"](inputs, 10.0) == pytest.approx(10 * expected)
+    # A classifier that loses accuracy and a regression that gets worse both cost reward.
+    worse = _inputs(
+        prev=[1.0, 1.0],
+        now=[1.0, 1.0],
+        metrics_prev=[0.8, 1.0],
+        metrics_now=[0.5, 2.0],
+        signs=[1.0, -1.0],
+    )
+    assert val_log_metric_improvement(worse, 1.0) == pytest.approx(-expected, rel=1e-12)
+
+
+def test_val_log_metric_improvement_does_not_pay_for_losses() -> None:
+    """A saturated classifier's loss falling (accuracy flat) earns nothing; the loss reward pays."""
+    inputs = _inputs(
+        prev=[1.0, 1.0],
+        now=[1.0, 1.0],
+        val_prev=[0.10, 2.0],
+        val_now=[0.02, 2.0],
+        metrics_prev=[0.98, 2.0],
+        metrics_now=[0.98, 2.0],
+        signs=[1.0, -1.0],
+    )
+    assert val_log_metric_improvement(inputs, 1.0) == 0.0
+    assert val_log_improvement(inputs, 1.0) == pytest.approx(0.5 * math.log(5.0))
+
+
+def test_val_log_metric_improvement_floors_a_zero_accuracy() -> None:
+    inputs = _inputs([1.0], [1.0], metrics_prev=[0.0], metrics_now=[0.5], signs=[1.0])
+    value = val_log_metric_improvement(inputs, 1.0)
+    assert math.isfinite(value) and value == pytest.approx(math.log(0.5 / 1e-6))
+
+
+@pytest.mark.parametrize(
+    ("metrics_prev", "metrics_now", "signs", "match"),
+    [
+        (None, [1.0], [1.0], "needs validation metrics"),
+        ([1.0], None, [1.0], "needs validation metrics"),
+        ([1.0], [1.0], None, "metric_signs"),
+        ([1.0, 2.0], [1.0], [1.0, 1.0], "metric shapes differ"),
+        ([1.0], [1.0], [1.0, -1.0], "metric shapes differ"),
+    ],
+)
+def test_val_log_metric_improvement_needs_its_metrics(
+    metrics_prev: list[float] | None,
+    metrics_now: list[float] | None,
+    signs: list[float] | None,
+    match: str,
+) -> None:
+    inputs = _inputs([1.0], [1.0], metrics_prev=metrics_prev, metrics_now=metrics_now, signs=signs)
+    with pytest.raises(ValueError, match=match):
+        REWARDS["val_log_metric_improvement"](inputs, 1.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    vals=st.lists(st.lists(st.floats(0.01, 100.0), min_size=3, max_size=3), min_size=2, max_size=8),
+    signs=st.lists(st.sampled_from([1.0, -1.0]), min_size=3, max_size=3),
+    scale=st.floats(0.1, 20.0),
+)
+def test_val_log_metric_improvement_telescopes(
+    vals: list[list[float]], signs: list[float], scale: float
+) -> None:
+    """Summed over an episode: ``α · mean_m s_m log(M_end / M_0)``, log validation Δm's form."""
+    total = 0.0
+    for prev, now in itertools.pairwise(vals):
+        inputs = _inputs([1.0], [1.0], metrics_prev=prev, metrics_now=now, signs=signs)
+        total += REWARDS["val_log_metric_improvement"](inputs, scale)
+    m0, mend = np.asarray(vals[0]), np.asarray(vals[-1])
+    expected = scale * float(np.mean(np.asarray(signs) * np.log(mend / m0)))
+    assert total == pytest.approx(expected, rel=1e-9, abs=1e-9)
+
+
 def test_mean_log_gap_decrease_telescopes_over_windows() -> None:
     windows = [[4.0, 1.0], [2.0, 0.5], [3.0, 0.25], [1.0, 0.125]]
     total = sum(
@@ -207,6 +315,9 @@ def _any_inputs(
         lr_ratio=lr_ratio,
         val_prev=prev[:n],
         val_now=now[:n],
+        metrics_prev=prev[:n],
+        metrics_now=now[:n],
+        signs=[(-1.0) ** t for t in range(n)],
     )
 
 
@@ -261,6 +372,9 @@ def test_no_change_gives_zero_for_every_reward() -> None:
         base=[1.0, 3.0, 9.0],
         val_prev=[1.0, 2.0, 3.0],
         val_now=[1.0, 2.0, 3.0],
+        metrics_prev=[0.5, 2.0, 0.9],
+        metrics_now=[0.5, 2.0, 0.9],
+        signs=[1.0, -1.0, 1.0],
     )
     for reward in REWARDS.values():
         assert reward(same, 5.0) == 0.0

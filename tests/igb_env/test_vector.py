@@ -31,6 +31,8 @@ INTERP: dict[str, Any] = {"preset": "smoke", "action_mode": "interp", "feature_t
 WIDE: dict[str, Any] = {**INTERP, "variation": "wide"}
 # DB-MTL underneath: per-task gradients of every slot, each slot's own EMA state.
 DBMTL: dict[str, Any] = {**INTERP, "balancer": "db_mtl"}
+# The validation-metric reward on the wide family (accuracies of its classifiers, MSEs).
+METRIC: dict[str, Any] = {**WIDE, "reward": {"name": "val_log_metric_improvement"}}
 INSTANCES = [1000, 1001, 1002, 1003]
 # Rewards are differences of log validation losses (about 1e-2): the stacked trainer's float
 # rounding (~1e-7 relative on losses) moves them by up to ~1e-6 absolute.
@@ -61,8 +63,9 @@ def _singles(config: dict[str, Any], instances: list[int]) -> tuple[list[IGBEnv]
         (INTERP, OBS_ATOL),
         (WIDE, 3 * OBS_ATOL),
         (DBMTL, OBS_ATOL),
+        (METRIC, 3 * OBS_ATOL),
     ],
-    ids=["smoke", "varied", "interp", "interp_wide", "interp_db_mtl"],
+    ids=["smoke", "varied", "interp", "interp_wide", "interp_db_mtl", "val_metric_reward"],
 )
 def test_equals_separate_envs_on_the_same_instances(
     config: dict[str, Any], obs_atol: float
@@ -215,7 +218,9 @@ def test_bad_actions_are_refused_before_anything_changes() -> None:
     assert obs.shape == obs0.shape
 
 
-@pytest.mark.parametrize("config", [SMOKE, DBMTL], ids=["sum", "db_mtl"])
+@pytest.mark.parametrize(
+    "config", [SMOKE, DBMTL, METRIC], ids=["sum", "db_mtl", "val_metric_reward"]
+)
 def test_state_dict_resumes_bit_for_bit(config: dict[str, Any]) -> None:
     dim = make_env(config).action_dim
     actions = _actions(8, 2, dim=dim)
