@@ -15,7 +15,8 @@ window's predecessor being the base losses ``L_base``.
   in the prototype (``docs/architecture.md``, "Defaults and where they come from").
 * ``val_log_metric_improvement``: ``α · mean_m s_m [log M_now,m − log M_prev,m]`` over the
   benchmark's metrics on the same validation batch (``s_m = +1`` where higher is better, e.g. a
-  classifier's accuracy, ``−1`` for a loss or an error), each metric floored at ``1e-6``. Over
+  classifier's accuracy, ``−1`` for a loss or an error), each metric floored at ``floor``
+  (``1e-6``); metrics must be non-negative. Over
   an episode it telescopes to the log form of validation Δm against the start of the episode:
   it pays for what the metrics gain, not for a saturated classifier's cross-entropy falling
   further (``docs/experiments/generalist.md``, "Why the DB-MTL generalist loses on
@@ -87,6 +88,13 @@ class Reward:
     needs_validation: bool
     needs_metrics: bool = False
 
+    def __post_init__(self) -> None:
+        if self.needs_metrics and not self.needs_validation:
+            raise ValueError(
+                f"reward {self.name!r}: metrics are computed on the validation batch, so "
+                "needs_metrics requires needs_validation"
+            )
+
     def __call__(self, inputs: RewardInput, scale: float = 1.0, **kwargs: Any) -> float:
         """The reward as a Python float (``nan``/``inf`` mean the step diverged)."""
         return float(self.fn(inputs, scale, **kwargs))
@@ -134,11 +142,23 @@ def val_log_improvement(inputs: RewardInput, scale: float) -> float:
     return scale * float(np.mean(prev - now))
 
 
-def val_log_metric_improvement(inputs: RewardInput, scale: float) -> float:
+def val_log_metric_improvement(
+    inputs: RewardInput, scale: float, floor: float = METRIC_FLOOR
+) -> float:
     """Mean over metrics of the signed change of the log validation metric since the last step.
 
+    A task with several metrics (multi_digits' digit sum: MAE and MSE) counts once per metric, as
+    in Δm. Metrics must be non-negative (accuracies, errors, losses above 0): the log of a metric
+    that can be negative (``toy``'s raw losses) has no meaning, and such a benchmark is refused.
+
+    Args:
+        inputs: The step's validation metrics and their directions.
+        scale: ``α``.
+        floor: Lower clip of every metric inside the log (an accuracy of 0 on the batch).
+
     Raises:
-        ValueError: The metrics or their signs are missing, or their shapes differ.
+        ValueError: The metrics or their signs are missing, their shapes differ, or a metric is
+            negative.
     """
     prev, now, signs = inputs.val_metrics_prev, inputs.val_metrics_now, inputs.metric_signs
     if prev is None or now is None or signs is None:
@@ -150,7 +170,12 @@ def val_log_metric_improvement(inputs: RewardInput, scale: float) -> float:
         raise ValueError(
             f"metric shapes differ: prev {prev.shape}, now {now.shape}, signs {signs.shape}"
         )
-    change = np.log(np.maximum(now, METRIC_FLOOR)) - np.log(np.maximum(prev, METRIC_FLOOR))
+    if bool((prev < 0).any() or (now < 0).any()):
+        raise ValueError(
+            "val_log_metric_improvement needs non-negative metrics (their log is the reward), got "
+            f"{prev.tolist()} then {now.tolist()}; use val_log_improvement for this benchmark"
+        )
+    change = np.log(np.maximum(now, floor)) - np.log(np.maximum(prev, floor))
     return scale * float(np.mean(signs * change))
 
 

@@ -180,6 +180,7 @@ def test_metric_reward_reads_the_benchmarks_metrics_on_the_validation_batch() ->
     np.testing.assert_array_equal(episode.metric_signs, [1.0, 1.0, -1.0])
     assert episode.val_metrics is not None and episode.val_losses is not None
     np.testing.assert_allclose(episode.val_metrics, metrics(), rtol=1e-6)
+    prev_loss = episode.val_losses.copy()
     rewards = []
     for _ in range(3):
         prev = episode.val_metrics.copy()
@@ -189,9 +190,30 @@ def test_metric_reward_reads_the_benchmarks_metrics_on_the_validation_batch() ->
         change = np.log(np.maximum(now, 1e-6)) - np.log(np.maximum(prev, 1e-6))
         expected = 10.0 * float(np.mean(np.array([1.0, 1.0, -1.0]) * change))
         assert outcome.reward == pytest.approx(expected, rel=1e-9, abs=1e-12)
-        rewards.append(outcome.reward)
-    # Not the loss reward: the accuracies move in steps of 1/50 while the losses move always.
-    assert any(r != 0.0 for r in rewards)
+        assert outcome.val_losses is not None
+        lb = episode.lower_bounds
+        loss_reward = 10.0 * float(np.mean(np.log((prev_loss - lb) / (outcome.val_losses - lb))))
+        rewards.append((outcome.reward, loss_reward))
+        prev_loss = outcome.val_losses.copy()
+    # Not the loss reward on the same steps (the classifiers' losses move, their accuracies in
+    # steps of 1/50).
+    assert all(r != loss_reward for r, loss_reward in rewards)
+
+
+def test_a_non_finite_metric_ends_the_episode_as_divergence(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    episode = _episode(METRIC, instance=2)
+    episode.start()
+    metrics = episode.benchmark.metrics
+
+    def broken(outputs: Any, targets: Any) -> dict[str, float]:
+        return {**metrics(outputs, targets), "t3_mse": math.nan}
+
+    monkeypatch.setattr(episode.benchmark, "metrics", broken)
+    outcome = episode.advance()
+    assert outcome.diverged and outcome.terminated
+    assert outcome.reward == episode.config.divergence_penalty
 
 
 def test_validation_batch_size_changes_the_losses() -> None:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from igb_env.rewards import (
     REWARDS,
+    Reward,
     RewardInput,
     get_reward,
     lr_factor,
@@ -274,6 +275,25 @@ def test_val_log_metric_improvement_needs_its_metrics(
     inputs = _inputs([1.0], [1.0], metrics_prev=metrics_prev, metrics_now=metrics_now, signs=signs)
     with pytest.raises(ValueError, match=match):
         REWARDS["val_log_metric_improvement"](inputs, 1.0)
+
+
+def test_val_log_metric_improvement_refuses_negative_metrics() -> None:
+    # toy's metrics are raw losses that go below 0: their log is no reward.
+    inputs = _inputs([1.0], [1.0], metrics_prev=[0.1], metrics_now=[-1.0], signs=[-1.0])
+    with pytest.raises(ValueError, match="non-negative metrics"):
+        val_log_metric_improvement(inputs, 1.0)
+
+
+def test_val_log_metric_improvement_floor_is_an_argument() -> None:
+    inputs = _inputs([1.0], [1.0], metrics_prev=[0.0], metrics_now=[0.5], signs=[1.0])
+    assert REWARDS["val_log_metric_improvement"](inputs, 1.0, floor=0.01) == pytest.approx(
+        math.log(50.0)
+    )
+
+
+def test_a_metric_reward_must_read_the_validation_batch() -> None:
+    with pytest.raises(ValueError, match="needs_metrics requires needs_validation"):
+        Reward("bad", val_log_metric_improvement, needs_validation=False, needs_metrics=True)
 
 
 @settings(max_examples=40, deadline=None)

@@ -294,6 +294,44 @@ def test_validation_losses_on_first_rows() -> None:
         torch.testing.assert_close(got[i], want, rtol=RTOL, atol=0.0)
 
 
+@pytest.mark.parametrize(
+    ("name", "kwargs", "batch_size"),
+    [
+        ("synthetic", {"kinds": ["classification", "regression", "classification"]}, 30),
+        ("multi_digits", {}, 64),  # 4 metrics of 3 tasks: the digit sum has MAE and MSE
+        ("toy", {}, 1),
+    ],
+)
+def test_validation_metrics_are_each_slots_benchmark_metrics(
+    name: str, kwargs: dict[str, Any], batch_size: int
+) -> None:
+    """The metric rewards' input: every slot's metrics, as its benchmark computes them."""
+    seeds = [0, 1]
+    benchmarks = [
+        small(s, **kwargs) if name == "synthetic" else make_benchmark(name, **kwargs) for s in seeds
+    ]
+    config = TrainConfig(steps=10, batch_size=batch_size)
+    stacked = StackedTrainer(benchmarks, seeds, config, "identity")
+    for _ in range(5):
+        stacked.step(torch.ones(len(seeds), benchmarks[0].n_tasks))
+    n = min(17, len(benchmarks[0].split("val")))
+    losses, metrics = stacked.validation(n)
+    assert metrics is not None and metrics.dtype == torch.float64
+    torch.testing.assert_close(losses, stacked.validation_losses(n), rtol=0.0, atol=0.0)
+    assert stacked.validation(n, metrics=False)[1] is None
+    for i, bench in enumerate(benchmarks):
+        model = bench.build_model()
+        model.load_state_dict(stacked.model_state_dict(i))
+        val = bench.split("val")
+        with torch.no_grad():
+            want = bench.metrics(model(val.inputs[:n]), val.targets[:n])
+        assert metrics.shape == (len(seeds), len(bench.metric_specs))
+        for j, spec in enumerate(bench.metric_specs):
+            # An accuracy may flip by one row where the vmapped forward rounds differently.
+            atol = 1.0 / n if spec.higher_is_better else 0.0
+            assert float(metrics[i, j]) == pytest.approx(want[spec.name], rel=RTOL, abs=atol)
+
+
 class Wrapped(Benchmark):
     """A synthetic benchmark whose encoder gets an extra layer."""
 
