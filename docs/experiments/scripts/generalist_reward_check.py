@@ -5,7 +5,10 @@ instances 0-4 of a ``generalist_kinds.yaml`` entry (the same ``instance_kwargs``
 ``igb compare`` cells: wide variation, kinds and classes fixed)::
 
     python docs/experiments/scripts/generalist_reward_check.py \
-        classification,classification,regression 2,2,2
+        classification,classification,regression 2,2,2 [REWARD]
+
+REWARD (default ``val_log_improvement``) names another env reward, e.g.
+``val_log_metric_improvement``.
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ from igb_env.rollouts import rollout_baseline
 torch.set_num_threads(1)
 kinds = sys.argv[1].split(",")
 classes = [int(c) for c in sys.argv[2].split(",")]
+reward = sys.argv[3] if len(sys.argv) > 3 else "val_log_improvement"
 cfg = load_env_config(
     {
         "preset": "small",
         "action_mode": "interp",
         "feature_table": "v2",
-        "reward": "val_log_improvement",
+        "reward": reward,
         "variation": "wide",
         "benchmark": {
             "name": "synthetic",

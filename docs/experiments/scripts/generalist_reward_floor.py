@@ -15,8 +15,8 @@ accuracy no longer moves. Candidate returns, computed offline from ``igb compare
 
 For every pair of a row and the reference row on the same benchmark and seed (one balancer), it
 prints how often each return's verdict agrees with test Δm's, per benchmark group. ``V_base`` is
-the validation loss at the end of the base window, which every log-transform weighting shares
-(weights 1 until then; the script checks this for two rows of the first pair).
+the validation loss at the end of the base window, which every weighting of the same loss
+transform shares (weights 1 until then; the script checks this for two rows of the first run).
 
     python docs/experiments/scripts/generalist_reward_floor.py \
         runs/kinds_dbmtl=docs/experiments/scripts/generalist_kinds_dbmtl.yaml \
@@ -38,6 +38,7 @@ import torch
 from agents.experiments.config import load_experiment
 from agents.experiments.grid import Cell, plan_grid
 from mtl_backends.build import build_trainer
+from mtl_backends.weightings import make_weighting
 
 FLOORS = (0.3, 0.1, 0.03, 0.01)
 
@@ -103,7 +104,7 @@ def main() -> None:
             if c.balancer.display == args.balancer
             and (not args.rows or c.weighting.display in (*args.rows, args.reference))
         ]
-        bases: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+        bases: dict[tuple[str, int, str], tuple[np.ndarray, np.ndarray]] = {}
         for cell in cells:
             path = folder / "cells" / f"{cell.key}.json"
             if not path.exists():
@@ -111,13 +112,17 @@ def main() -> None:
             rec = json.loads(path.read_text())
             if rec.get("status") != "ok" or rec.get("delta_m") is None:
                 continue
-            key = (cell.benchmark.display, cell.seed)
-            cached = cache.get(f"{key[0]}|{key[1]}")
+            # Rows that train the base window alike share it: same run, same loss transform
+            # (EW trains raw losses, the log-loss weightings log losses).
+            transform = make_weighting(cell.weighting.name, **cell.weighting.kwargs).transform
+            key = (cell.benchmark.display, cell.seed, transform)
+            name = f"{args.balancer}|{key[0]}|{key[1]}|{key[2]}"  # the balancer trains it too
+            cached = cache.get(name)
             if key not in bases and cached is not None:
                 bases[key] = (np.asarray(cached[0]), np.asarray(cached[1]))
             if key not in bases:
                 bases[key] = _base_val(cell)
-                cache[f"{key[0]}|{key[1]}"] = [b.tolist() for b in bases[key]]
+                cache[name] = [b.tolist() for b in bases[key]]
             elif not checked:
                 # Every log-transform row trains the base window alike (weights 1): V_base of a
                 # second row of the same run must be the first's, bit for bit.
@@ -125,7 +130,7 @@ def main() -> None:
                 checked = True
             v_base, lower = bases[key]
             v_end = np.asarray(rec["losses"]["val"], dtype=np.float64) - lower
-            scores[key][cell.weighting.display] = (
+            scores[key[:2]][cell.weighting.display] = (
                 float(rec["delta_m"]),
                 _returns(v_base, v_end, rec),
             )
